@@ -1,0 +1,109 @@
+"""What a target is: a TLS init path that takes an :class:`InitCase` and reports an outcome.
+
+A target performs the init path *and its normal teardown* in one call: after
+``run`` returns, everything the path is supposed to release has been
+released.  A target knows nothing of ledgers, oracles or campaigns.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from tlsleak.case import InitCase
+from tlsleak.errors import ErrorQueue, OpenSSLError
+
+__all__ = ["Outcome", "Rejected", "Status", "Step", "Target"]
+
+
+class Step(str, enum.Enum):
+    """The steps of an init path, as tlsleak's own targets name them.
+
+    Targets written by users may use any string as a step.
+    """
+
+    CONTEXT = "context"
+    CA = "ca"
+    CERTIFICATE = "certificate"
+    CHAIN = "chain"
+    KEY = "key"
+    CHECK_KEY = "check-key"
+    CONNECTION = "connection"
+    SERVER_NAME = "server-name"
+    TEARDOWN = "teardown"
+    INIT = "init"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Status(str, enum.Enum):
+    """How an init attempt ended."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    #: A Python exception that is not a documented rejection: a finding by itself.
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one init attempt (after teardown)."""
+
+    status: Status
+    step: str | None = None
+    errors: tuple[OpenSSLError, ...] = ()
+    message: str = ""
+
+    @classmethod
+    def accepted(cls) -> Outcome:
+        return cls(Status.ACCEPTED)
+
+    def describe(self) -> str:
+        """A one-line summary for humans."""
+        if self.status is Status.ACCEPTED:
+            return "accepted"
+        where = f" at {self.step}" if self.step else ""
+        detail = "; ".join(str(e) for e in self.errors) or self.message
+        return f"{self.status}{where}" + (f": {detail}" if detail else "")
+
+
+class Rejected(Exception):  # noqa: N818 - it is an outcome, not an error of tlsleak
+    """Raise from your own init path to say "this input was rejected".
+
+    ``step`` names where (free text), ``errors`` carries OpenSSL errors if any.
+    """
+
+    def __init__(
+        self, step: str, message: str = "", errors: Sequence[OpenSSLError] = ()
+    ) -> None:
+        super().__init__(f"{step}: {message}" if message else step)
+        self.step = step
+        self.message = message
+        self.errors = tuple(errors)
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A TLS init path under test."""
+
+    #: Short name used on the command line and in reports.
+    name: str
+    #: One line saying what the path does.
+    description: str
+    #: The ledgers (by name) that can see this target's resources.
+    ledgers: tuple[str, ...]
+
+    def run(self, case: InitCase) -> Outcome:
+        """Initialise with ``case``, tear down, and say how it ended."""
+        ...
+
+    def error_queue(self) -> ErrorQueue | None:
+        """The OpenSSL error queue this path uses, if it uses OpenSSL."""
+        ...
+

@@ -1,0 +1,135 @@
+"""The ``pyopenssl`` target: a TLS init path written on pyOpenSSL, as an embedded library does it.
+
+Steps, in order: create the context for the mode; load every CA certificate
+into the verify store; use the leaf certificate and add the rest of the bundle
+as chain; use the private key (with the password); check that key and
+certificate match; create the connection object; in client mode, set the
+server name.  Teardown is pyOpenSSL's normal one: dropping the last reference
+to each object frees it.
+
+Blobs are parsed with pyOpenSSL's own loaders, so a malformed blob is rejected
+by OpenSSL's parser with OpenSSL's errors (library, reason) - which is what the
+report shows.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from OpenSSL import SSL, crypto
+
+from tlsleak.case import InitCase, Mode
+from tlsleak.errors import ErrorQueue, OpenSSLError, binding_error_queue
+from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
+from tlsleak.targets.base import Outcome, Rejected, Status, Step
+
+__all__ = ["PyOpenSSLTarget"]
+
+
+def _no_password(_rwflag: int) -> bytes:
+    # Without a callback OpenSSL falls back to prompting on the terminal for an
+    # encrypted key: a fuzz run would hang on the first one.  An empty answer
+    # makes OpenSSL fail the read instead, as a library with no password does.
+    return b""
+
+
+def _load_certs(blob: bytes) -> list[crypto.X509]:
+    if is_pem(blob):
+        return [crypto.load_certificate(crypto.FILETYPE_PEM, b) for b in pem_blocks(blob)]
+    return [crypto.load_certificate(crypto.FILETYPE_ASN1, blob)]
+
+
+def _load_key(blob: bytes, password: bytes) -> crypto.PKey:
+    if is_pem(blob):
+        return crypto.load_privatekey(crypto.FILETYPE_PEM, blob, password or _no_password)
+    # pyOpenSSL refuses a passphrase for DER (it can't decrypt DER keys); an
+    # encrypted DER key is simply rejected by the parser.
+    return crypto.load_privatekey(crypto.FILETYPE_ASN1, blob)
+
+
+def _errors_of(exc: Exception) -> tuple[OpenSSLError, ...]:
+    # pyOpenSSL's Error carries [(library, function, reason), ...] in args[0].
+    entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return tuple(
+        OpenSSLError(str(e[0]), str(e[2]))
+        for e in entries
+        if isinstance(e, tuple) and len(e) == 3
+    )
+
+
+class _Progress:
+    __slots__ = ("step",)
+
+    def __init__(self) -> None:
+        self.step: str = Step.CONTEXT
+
+
+class PyOpenSSLTarget:
+    """Init path on pyOpenSSL (the default target)."""
+
+    name = "pyopenssl"
+    description = "pyOpenSSL: context, CA store, cert+chain, key, key check, connection, SNI"
+    ledgers = ("openssl-objects", "fds")
+
+    def error_queue(self) -> ErrorQueue:
+        return binding_error_queue()
+
+    def run(self, case: InitCase) -> Outcome:
+        progress = _Progress()
+        try:
+            self._init(case, progress)
+        except (SSL.Error, crypto.Error) as exc:
+            return Outcome(Status.REJECTED, progress.step, _errors_of(exc))
+        except Rejected as exc:
+            return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
+        except Exception as exc:  # noqa: BLE001 - anything else is itself a finding
+            return Outcome(Status.ERROR, progress.step, (), f"{type(exc).__name__}: {exc}")
+        return Outcome.accepted()
+
+    def _init(self, case: InitCase, progress: _Progress) -> None:
+        client = case.mode is Mode.CLIENT
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD if client else SSL.TLS_SERVER_METHOD)
+        with warnings.catch_warnings():
+            # Passing pyOpenSSL X509/PKey objects is deprecated in favour of
+            # cryptography's, but cryptography's parsers raise ValueError, not
+            # OpenSSL's errors; the init paths we model parse with OpenSSL.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if case.ca:
+                progress.step = Step.CA
+                store = ctx.get_cert_store()
+                assert store is not None  # SSL_CTX_new always makes one
+                for ca in _load_certs(case.ca):
+                    store.add_cert(ca)
+                if client:
+                    ctx.set_verify(SSL.VERIFY_PEER)
+            if case.cert:
+                progress.step = Step.CERTIFICATE
+                leaf, *chain = _load_certs(case.cert)
+                ctx.use_certificate(leaf)
+                progress.step = Step.CHAIN
+                for extra in chain:
+                    ctx.add_extra_chain_cert(extra)
+            if case.key:
+                progress.step = Step.KEY
+                ctx.use_privatekey(_load_key(case.key, case.password))
+        if case.cert or case.key:
+            progress.step = Step.CHECK_KEY
+            ctx.check_privatekey()
+        progress.step = Step.CONNECTION
+        conn = SSL.Connection(ctx, None)
+        if client and case.server_name:
+            progress.step = Step.SERVER_NAME
+            _set_server_name(conn, c_string(case.server_name), self.error_queue())
+
+
+def _set_server_name(conn: Any, name: bytes, queue: ErrorQueue) -> None:
+    # pyOpenSSL drops SSL_set_tlsext_host_name's return value (a name over 255
+    # bytes fails and leaves its error queued).  An init path that checks the
+    # return value rejects the name; the queue is how we can see it here.
+    if not name:
+        return
+    conn.set_tlsext_host_name(name)
+    errors = queue.drain()
+    if errors:
+        raise Rejected(Step.SERVER_NAME, "server name refused", errors)
