@@ -1,0 +1,35 @@
+"""Ledgers: ways of counting live resources.  See :mod:`tlsleak.ledgers.base`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tlsleak.ledgers.base import Counts, Ledger, LedgerUnavailable, growth
+from tlsleak.ledgers.fds import FdLedger
+from tlsleak.ledgers.objects import OpenSSLObjectLedger
+
+__all__ = [
+    "LEDGERS",
+    "Counts",
+    "FdLedger",
+    "Ledger",
+    "LedgerUnavailable",
+    "OpenSSLObjectLedger",
+    "growth",
+    "make_ledger",
+]
+
+#: Ledger factories by name (the names targets list in ``Target.ledgers``).
+LEDGERS: dict[str, Callable[[], Ledger]] = {
+    OpenSSLObjectLedger.name: OpenSSLObjectLedger,
+    FdLedger.name: FdLedger,
+}
+
+
+def make_ledger(name: str) -> Ledger:
+    """A new ledger by name; ``KeyError`` with the known names if there is none."""
+    try:
+        factory = LEDGERS[name]
+    except KeyError:
+        raise KeyError(f"unknown ledger {name!r} (known: {', '.join(sorted(LEDGERS))})") from None
+    return factory()

@@ -34,10 +34,13 @@ def _no_password(_rwflag: int) -> bytes:
     return b""
 
 
-def _load_certs(blob: bytes) -> list[crypto.X509]:
-    if is_pem(blob):
-        return [crypto.load_certificate(crypto.FILETYPE_PEM, b) for b in pem_blocks(blob)]
-    return [crypto.load_certificate(crypto.FILETYPE_ASN1, blob)]
+def _cert_blocks(blob: bytes) -> list[bytes]:
+    return pem_blocks(blob) if is_pem(blob) else [blob]
+
+
+def _load_cert(block: bytes) -> crypto.X509:
+    kind = crypto.FILETYPE_PEM if is_pem(block) else crypto.FILETYPE_ASN1
+    return crypto.load_certificate(kind, block)
 
 
 def _load_key(blob: bytes, password: bytes) -> crypto.PKey:
@@ -99,17 +102,17 @@ class PyOpenSSLTarget:
                 progress.step = Step.CA
                 store = ctx.get_cert_store()
                 assert store is not None  # SSL_CTX_new always makes one
-                for ca in _load_certs(case.ca):
-                    store.add_cert(ca)
+                for block in _cert_blocks(case.ca):
+                    store.add_cert(_load_cert(block))
                 if client:
                     ctx.set_verify(SSL.VERIFY_PEER)
             if case.cert:
                 progress.step = Step.CERTIFICATE
-                leaf, *chain = _load_certs(case.cert)
-                ctx.use_certificate(leaf)
+                leaf, *chain = _cert_blocks(case.cert)
+                ctx.use_certificate(_load_cert(leaf))
                 progress.step = Step.CHAIN
-                for extra in chain:
-                    ctx.add_extra_chain_cert(extra)
+                for block in chain:
+                    ctx.add_extra_chain_cert(_load_cert(block))
             if case.key:
                 progress.step = Step.KEY
                 ctx.use_privatekey(_load_key(case.key, case.password))

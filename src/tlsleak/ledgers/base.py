@@ -1,0 +1,55 @@
+"""What a ledger is: one way of counting live resources in this process.
+
+A ledger knows nothing of targets.  The oracle starts it, takes snapshots
+(a mapping of counter name to live count) around each attempt, and compares
+them.  Counter names are unique across ledgers: the typed OpenSSL ledger uses
+the OpenSSL type names (``SSL_CTX``, ``X509``, ...), the descriptor ledger uses
+``fd``; ledgers added later namespace theirs (``heap.blocks``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Counts", "Ledger", "LedgerUnavailable", "growth"]
+
+Counts = Mapping[str, int]
+
+
+class LedgerUnavailable(RuntimeError):
+    """A ledger cannot count in this process (say why, never report zero instead)."""
+
+
+@runtime_checkable
+class Ledger(Protocol):
+    """A counter of live resources."""
+
+    #: Name used on the command line, in reports and in ``Target.ledgers``.
+    name: str
+
+    def start(self) -> None:
+        """Begin counting; raise :class:`LedgerUnavailable` if this process can't be counted."""
+        ...
+
+    def stop(self) -> None:
+        """Stop counting and undo whatever :meth:`start` installed."""
+        ...
+
+    def snapshot(self) -> Counts:
+        """Current live counts.  Cheap: it is taken twice per attempt."""
+        ...
+
+
+def growth(before: Counts, after: Counts) -> dict[str, int]:
+    """The counters that grew from ``before`` to ``after``, with how much.
+
+    Shrinking counters are dropped: an attempt that frees something made
+    earlier (a cache flushed, garbage collected) has not leaked.
+    """
+    out = {}
+    for name, value in after.items():
+        diff = value - before.get(name, 0)
+        if diff > 0:
+            out[name] = diff
+    return out

@@ -1,0 +1,308 @@
+"""The oracle: snapshot every ledger, run the case, snapshot again, and judge.
+
+The invariant: after each attempt (accepted-then-torn-down, or rejected) every
+live count is back at its value from before the attempt.  A count that grew is
+only a *candidate*: OpenSSL and Python fill one-time caches the first time a
+code path runs.  The oracle replays the same case ``replays`` times and calls it
+a leak only when growth recurs on every replay; the reported delta is what
+recurred every time (the smallest growth seen per counter).
+
+Python's cyclic garbage collector is kept out of the measured window and run
+only when a count grew.  Growth that the collector then frees is reported as a
+``cycle`` (freed only by the collector: a reference cycle holds the handles
+until a collection happens to run); growth it does not free is a ``leak``.
+
+Two findings need no replay: an ``exception`` (the path raised something other
+than a documented rejection) and ``error-queue`` (the path returned with
+entries left on OpenSSL's error queue).
+"""
+
+from __future__ import annotations
+
+import enum
+import gc
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tlsleak.case import InitCase
+from tlsleak.errors import OpenSSLError
+from tlsleak.ledgers import Counts, Ledger, growth, make_ledger
+from tlsleak.targets import CallableTarget, Outcome, Status, Target
+
+__all__ = [
+    "DEFAULT_REPLAYS",
+    "Finding",
+    "FindingKind",
+    "LeakError",
+    "Oracle",
+    "Verdict",
+    "assert_no_leaks",
+    "format_delta",
+]
+
+#: Replays that must all show the growth again before it is called a leak.
+DEFAULT_REPLAYS = 3
+
+
+class FindingKind(str, enum.Enum):
+    """What is wrong."""
+
+    #: Live counts grew on every replay and the collector did not free them.
+    LEAK = "leak"
+    #: Counts grew on every replay, and only the garbage collector freed them.
+    CYCLE = "cycle"
+    #: The path returned with entries left on OpenSSL's error queue.
+    ERROR_QUEUE = "error-queue"
+    #: The path raised an exception that is not a documented rejection.
+    EXCEPTION = "exception"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def format_delta(delta: Mapping[str, int]) -> str:
+    """``{"SSL_CTX": 1, "SSL": 1}`` -> ``"SSL_CTX +1, SSL +1"``."""
+    return ", ".join(f"{name} {value:+d}" for name, value in delta.items())
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with one case on one target."""
+
+    kind: FindingKind
+    target: str
+    case: InitCase
+    outcome: Outcome
+    #: Growth per counter that recurred on every replay (leak and cycle).
+    delta: Mapping[str, int] = field(default_factory=dict)
+    #: Entries left on the OpenSSL error queue (error-queue).
+    errors_left: tuple[OpenSSLError, ...] = ()
+    #: How many replays confirmed it (0 for findings that need none).
+    replays: int = 0
+
+    @property
+    def step(self) -> str | None:
+        """The step where the path failed (None if it was accepted)."""
+        return self.outcome.step
+
+    @property
+    def signature(self) -> str:
+        """Stable identity: the same bug found twice has the same signature."""
+        parts = [self.target, str(self.kind), str(self.step or "-")]
+        if self.kind in (FindingKind.LEAK, FindingKind.CYCLE):
+            parts.append(format_delta(dict(sorted(self.delta.items()))))
+        elif self.kind is FindingKind.ERROR_QUEUE:
+            parts.append("; ".join(sorted({str(e) for e in self.errors_left})))
+        else:
+            parts.append(self.outcome.message.split(":", 1)[0])
+        return " | ".join(parts)
+
+    def summary(self) -> str:
+        """One line for humans."""
+        if self.kind is FindingKind.LEAK:
+            what = f"{format_delta(self.delta)} per attempt, never freed"
+        elif self.kind is FindingKind.CYCLE:
+            what = f"{format_delta(self.delta)} per attempt, freed only by the garbage collector"
+        elif self.kind is FindingKind.ERROR_QUEUE:
+            what = "left on the error queue: " + "; ".join(str(e) for e in self.errors_left)
+        else:
+            what = self.outcome.message
+        return f"{self.kind} in {self.target} ({self.outcome.describe()}): {what}"
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the case is given as its hex encoding)."""
+        return {
+            "kind": str(self.kind),
+            "target": self.target,
+            "step": None if self.step is None else str(self.step),
+            "signature": self.signature,
+            "outcome": {
+                "status": str(self.outcome.status),
+                "errors": [[e.library, e.reason] for e in self.outcome.errors],
+                "message": self.outcome.message,
+            },
+            "delta": dict(self.delta),
+            "errors_left": [[e.library, e.reason] for e in self.errors_left],
+            "replays": self.replays,
+            "labels": list(self.case.labels),
+            "case_hex": self.case.encode().hex(),
+        }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the oracle made of one case."""
+
+    case: InitCase
+    outcome: Outcome
+    findings: tuple[Finding, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+
+class Oracle:
+    """Checks cases against one target with a set of ledgers.
+
+    Use as a context manager (or call :meth:`start` and :meth:`close`): the
+    ledgers are started once and stay installed across cases, because some of
+    them interpose on the OpenSSL binding for as long as they count.
+
+    ``ledgers`` defaults to the ledgers the target names; pass ledger names or
+    :class:`~tlsleak.ledgers.Ledger` objects to choose.  ``replays`` is how many
+    re-runs must show the growth again (at least 1).
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        ledgers: Iterable[str | Ledger] | None = None,
+        replays: int = DEFAULT_REPLAYS,
+    ) -> None:
+        if replays < 1:
+            raise ValueError(f"replays must be at least 1, not {replays}")
+        self.target = target
+        self.replays = replays
+        chosen = target.ledgers if ledgers is None else ledgers
+        self.ledgers: list[Ledger] = [
+            make_ledger(x) if isinstance(x, str) else x for x in chosen
+        ]
+        self._queue = target.error_queue()
+        self._started = False
+
+    def start(self) -> Oracle:
+        if not self._started:
+            started: list[Ledger] = []
+            try:
+                for ledger in self.ledgers:
+                    ledger.start()
+                    started.append(ledger)
+            except BaseException:
+                for ledger in reversed(started):
+                    ledger.stop()
+                raise
+            self._started = True
+        return self
+
+    def close(self) -> None:
+        if self._started:
+            for ledger in reversed(self.ledgers):
+                ledger.stop()
+            self._started = False
+
+    def __enter__(self) -> Oracle:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _snapshot(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for ledger in self.ledgers:
+            counts.update(ledger.snapshot())
+        return counts
+
+    def _attempt(self, case: InitCase) -> tuple[Outcome, dict[str, int], Counts, tuple[OpenSSLError, ...]]:
+        """One measured run: (outcome, growth, counts before, errors left on the queue)."""
+        queue = self._queue
+        if queue is not None:
+            # Errors from before this attempt are not this attempt's.
+            queue.clear()
+        collecting = gc.isenabled()
+        gc.disable()  # a collection mid-run would hide a cycle or free old garbage
+        try:
+            before = self._snapshot()
+            outcome = self.target.run(case)
+            left = queue.drain() if queue is not None else ()
+            after = self._snapshot()
+        finally:
+            if collecting:
+                gc.enable()
+        return outcome, growth(before, after), before, left
+
+    def _after_collection(self, before: Counts) -> dict[str, int]:
+        gc.collect()
+        return growth(before, self._snapshot())
+
+    def check(self, case: InitCase) -> Verdict:
+        """Run ``case`` once, replay it if any count grew, and return the verdict."""
+        if not self._started:
+            raise RuntimeError("start the oracle (use it as a context manager) before check()")
+        outcome, grown, before, left = self._attempt(case)
+        name = self.target.name
+        findings: list[Finding] = []
+        if outcome.status is Status.ERROR:
+            findings.append(Finding(FindingKind.EXCEPTION, name, case, outcome))
+        if left:
+            findings.append(Finding(FindingKind.ERROR_QUEUE, name, case, outcome, errors_left=left))
+        if grown:
+            leak = self._confirm(case, outcome, self._after_collection(before))
+            if leak is not None:
+                findings.append(leak)
+        return Verdict(case, outcome, tuple(findings))
+
+    def _confirm(self, case: InitCase, outcome: Outcome, uncollected: dict[str, int]) -> Finding | None:
+        # The first run grew; did the collector free it?  That decides what we
+        # look for in the replays: growth that survives collection (a leak) or
+        # growth that only collection undoes (a cycle).
+        cycle = not uncollected
+        recurring: dict[str, int] | None = None
+        for _ in range(self.replays):
+            _outcome, grown, before, _left = self._attempt(case)
+            survived = self._after_collection(before) if grown else {}
+            seen = grown if cycle else survived
+            if cycle and survived:
+                seen = {}  # this replay leaked for real: not the same behaviour
+            recurring = _common(recurring, seen)
+            if not recurring:
+                return None
+        assert recurring is not None
+        kind = FindingKind.CYCLE if cycle else FindingKind.LEAK
+        return Finding(kind, self.target.name, case, outcome, delta=recurring, replays=self.replays)
+
+
+def _common(so_far: dict[str, int] | None, seen: dict[str, int]) -> dict[str, int]:
+    """Counters that grew in every replay so far, with the smallest growth."""
+    if so_far is None:
+        return dict(seen)
+    return {k: min(v, seen[k]) for k, v in so_far.items() if k in seen}
+
+
+class LeakError(AssertionError):
+    """Raised by :func:`assert_no_leaks`; ``findings`` holds what was found."""
+
+    def __init__(self, findings: Sequence[Finding]) -> None:
+        self.findings = tuple(findings)
+        lines = [f.summary() for f in self.findings]
+        super().__init__("\n".join(lines))
+
+
+def assert_no_leaks(
+    fn: Target | Callable[[InitCase], Any],
+    *cases: InitCase,
+    ledgers: Iterable[str | Ledger] | None = None,
+    replays: int = DEFAULT_REPLAYS,
+    rejections: Sequence[type[BaseException]] | None = None,
+) -> list[Verdict]:
+    """Assert that ``fn`` keeps every live count at its baseline for each case.
+
+    ``fn`` is a :class:`~tlsleak.targets.Target` or a callable taking an
+    :class:`~tlsleak.case.InitCase` (see :class:`~tlsleak.targets.CallableTarget`
+    for what counts as a rejection; ``rejections`` overrides it).  Raises
+    :class:`LeakError` listing every finding; returns the verdicts otherwise.
+    """
+    if isinstance(fn, Target):
+        target = fn
+    elif rejections is None:
+        target = CallableTarget(fn)
+    else:
+        target = CallableTarget(fn, rejections=rejections)
+    with Oracle(target, ledgers=ledgers, replays=replays) as oracle:
+        verdicts = [oracle.check(case) for case in cases]
+    findings = [f for v in verdicts for f in v.findings]
+    if findings:
+        raise LeakError(findings)
+    return verdicts
