@@ -1,0 +1,305 @@
+"""The ``tlsleak`` command.
+
+Exit status: 0 clean, 1 findings, 2 bad usage or bad input (one line on
+stderr, never a traceback), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from tlsleak import __version__
+from tlsleak.corpus import CorpusError, bundled_corpus, case_files, load_case, write_case
+from tlsleak.ledgers import LEDGERS, LedgerUnavailable
+from tlsleak.oracle import DEFAULT_REPLAYS, Finding, Oracle
+from tlsleak.targets import TARGETS, UnknownTarget, resolve_target
+
+__all__ = ["main"]
+
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad usage or bad input: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse prints the whole usage block; one line says it better.
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="tlsleak",
+        description="Hunt resource leaks in the error paths of TLS initialisation code.",
+    )
+    parser.add_argument("--version", action="version", version=f"tlsleak {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    commands.add_parser("targets", help="list the built-in targets and their ledgers")
+
+    check = commands.add_parser(
+        "check",
+        help="run corpus cases through a target and report leaks",
+        description="Run every case through TARGET and check that every live resource "
+        "count returns to its baseline. Exit 0 when clean, 1 on findings.",
+    )
+    check.add_argument(
+        "target",
+        nargs="?",
+        default="pyopenssl",
+        help="built-in target name or package.module:function (default: pyopenssl)",
+    )
+    check.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="corpus files or folders (default: the bundled corpus)",
+    )
+    check.add_argument(
+        "--replays",
+        type=_positive_int,
+        default=DEFAULT_REPLAYS,
+        help=f"replays that must show growth again before it is a leak (default {DEFAULT_REPLAYS})",
+    )
+    check.add_argument(
+        "--ledger",
+        action="append",
+        dest="ledgers",
+        choices=sorted(LEDGERS),
+        help="ledger to use (repeatable; default: the ones the target names)",
+    )
+    check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
+    check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+
+    corpus = commands.add_parser("corpus", help="work with corpus folders")
+    corpus_commands = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", parser_class=_Parser)
+    corpus_commands.required = True
+    show = corpus_commands.add_parser("show", help="describe case files for humans")
+    show.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    grow = corpus_commands.add_parser(
+        "grow",
+        help="write new cases from the strategies into a folder",
+        description="Generate cases with tlsleak's Hypothesis strategies and store the new "
+        "ones in DIR under content-addressed names (existing files are never touched).",
+    )
+    grow.add_argument("folder", type=Path, metavar="DIR")
+    grow.add_argument("-n", "--count", type=_positive_int, default=100, help="cases to generate (default 100)")
+    grow.add_argument("--seed", type=_int, default=0, help="random seed (default 0)")
+    grow.add_argument(
+        "--defect",
+        action="append",
+        dest="defects",
+        metavar="NAME",
+        help="only this defect (repeatable; default: all, plus valid cases)",
+    )
+    return parser
+
+
+def _progress(out: TextIO, text: str) -> None:
+    out.write(f"\r\033[K{text}")
+    out.flush()
+
+
+def _cmd_targets(_args: argparse.Namespace) -> int:
+    rows = []
+    for name in TARGETS:
+        target = resolve_target(name)
+        rows.append((name, ", ".join(target.ledgers), target.description))
+    width = max(len(r[0]) for r in rows)
+    lwidth = max(len(r[1]) for r in rows)
+    print(f"{'TARGET':<{width}}  {'LEDGERS':<{lwidth}}  DESCRIPTION")
+    for name, ledgers, description in rows:
+        print(f"{name:<{width}}  {ledgers:<{lwidth}}  {description}")
+    print("\nYour own init path: package.module:function taking a tlsleak.InitCase.")
+    return EXIT_CLEAN
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(payload, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write report: {exc.strerror}") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        target = resolve_target(args.target)
+    except UnknownTarget as exc:
+        raise UsageError(str(exc)) from None
+    paths = args.paths or [bundled_corpus()]
+    files = case_files(paths)
+    if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
+        raise UsageError(f"{args.json}: folder {args.json.parent} does not exist")
+    show_progress = not args.quiet and sys.stderr.isatty()
+    statuses: Counter[str] = Counter()
+    findings: list[tuple[Path, Finding]] = []
+    started = time.monotonic()
+    try:
+        oracle = Oracle(target, ledgers=args.ledgers, replays=args.replays).start()
+    except LedgerUnavailable as exc:
+        raise UsageError(f"ledger not active, nothing would be measured: {exc}") from None
+    try:
+        for i, path in enumerate(files, 1):
+            verdict = oracle.check(load_case(path))
+            statuses[str(verdict.outcome.status)] += 1
+            findings.extend((path, f) for f in verdict.findings)
+            if show_progress:
+                _progress(sys.stderr, f"{i}/{len(files)} cases, {len(findings)} findings")
+    finally:
+        oracle.close()
+        if show_progress:
+            _progress(sys.stderr, "")
+    elapsed = time.monotonic() - started
+    _print_report(target.name, files, statuses, findings, elapsed)
+    if args.json is not None:
+        _write_json_atomically(args.json, _json_report(target.name, oracle, files, statuses, findings))
+    return EXIT_FINDINGS if findings else EXIT_CLEAN
+
+
+def _print_report(
+    target: str,
+    files: Sequence[Path],
+    statuses: Counter[str],
+    findings: Sequence[tuple[Path, Finding]],
+    elapsed: float,
+) -> None:
+    outcome_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    print(f"{target}: {len(files)} cases in {elapsed:.1f}s ({outcome_text})")
+    if not findings:
+        print("no findings: every live count returned to its baseline")
+        return
+    groups: dict[str, list[tuple[Path, Finding]]] = {}
+    for path, finding in findings:
+        groups.setdefault(finding.signature, []).append((path, finding))
+    print(f"{len(findings)} findings, {len(groups)} distinct:\n")
+    header = ("KIND", "STEP", "CASES", "WHAT", "EXAMPLE")
+    rows = []
+    for group in groups.values():
+        path, first = group[0]
+        if first.delta:
+            what = ", ".join(f"{k} {v:+d}" for k, v in first.delta.items())
+        elif first.errors_left:
+            what = "; ".join(sorted({str(e) for e in first.errors_left}))
+        else:
+            what = first.outcome.message
+        rows.append((str(first.kind), str(first.step or "-"), str(len(group)), what[:60], path.name))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print("\nreplay one: tlsleak check", target, "PATH")
+
+
+def _json_report(
+    target: str,
+    oracle: Oracle,
+    files: Sequence[Path],
+    statuses: Counter[str],
+    findings: Sequence[tuple[Path, Finding]],
+) -> dict[str, Any]:
+    return {
+        "tool": "tlsleak",
+        "version": __version__,
+        "target": target,
+        "ledgers": [ledger.name for ledger in oracle.ledgers],
+        "replays": oracle.replays,
+        "cases": len(files),
+        "outcomes": dict(statuses),
+        "findings": [{**f.to_json(), "file": str(path)} for path, f in findings],
+    }
+
+
+def _cmd_corpus_show(args: argparse.Namespace) -> int:
+    from tlsleak.describe import describe_case
+
+    files = case_files(args.files)
+    for i, path in enumerate(files):
+        if i:
+            print()
+        print(f"== {path}")
+        print(describe_case(load_case(path)))
+    return EXIT_CLEAN
+
+
+def _cmd_corpus_grow(args: argparse.Namespace) -> int:
+    from hypothesis.errors import InvalidArgument
+
+    from tlsleak import strategies
+
+    if args.folder.exists() and not args.folder.is_dir():
+        raise UsageError(f"{args.folder}: exists and is not a folder")
+    try:
+        if args.defects:
+            strategy = strategies.malformed_cases(defects=args.defects)
+        else:
+            strategy = strategies.init_cases()
+        cases = strategies.generate(strategy, args.count, seed=args.seed)
+    except InvalidArgument as exc:
+        raise UsageError(str(exc)) from None
+    added = 0
+    for case in cases:
+        _path, new = write_case(args.folder, case)
+        added += new
+    print(f"{args.folder}: {added} new cases, {len(cases) - added} already there")
+    return EXIT_CLEAN
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tlsleak`` console script."""
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "targets":
+            return _cmd_targets(args)
+        if args.command == "check":
+            return _cmd_check(args)
+        if args.corpus_command == "show":
+            return _cmd_corpus_show(args)
+        return _cmd_corpus_grow(args)
+    except (UsageError, CorpusError) as exc:
+        print(f"tlsleak: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ntlsleak: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
