@@ -10,7 +10,9 @@ with ``rejections=``.  Any other exception is reported as a finding.
 from __future__ import annotations
 
 import importlib
+import os
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -84,6 +86,11 @@ def load_callable(spec: str) -> Callable[[InitCase], Any]:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"{spec!r} is not of the form package.module:function")
+    # Like `python -m`, look in the current folder first: a console script's
+    # sys.path starts at its own bin/ folder, not where the user stands.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
