@@ -22,7 +22,9 @@ def test_round_trip_of_a_full_case() -> None:
 def test_layout_is_the_documented_one() -> None:
     # flags, then (LEB128 length, bytes) for ca, cert, key, password, server_name, labels
     case = InitCase(Mode.CLIENT, b"C", b"x" * 200, b"", b"", b"", ("t",))
-    assert encode(case) == b"\x01" + b"\x01C" + b"\xc8\x01" + b"x" * 200 + b"\x00\x00\x00" + b"\x01t"
+    assert (
+        encode(case) == b"\x01" + b"\x01C" + b"\xc8\x01" + b"x" * 200 + b"\x00\x00\x00" + b"\x01t"
+    )
 
 
 def test_reserved_flag_bits_are_ignored() -> None:

@@ -117,7 +117,10 @@ def test_empty_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[s
 def test_json_report_to_missing_folder_is_refused_before_running(
     small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", "pyopenssl", str(small_corpus), "--json", str(tmp_path / "no" / "r.json")]) == 2
+    assert (
+        main(["check", "pyopenssl", str(small_corpus), "--json", str(tmp_path / "no" / "r.json")])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -130,7 +133,9 @@ def test_existing_report_survives_a_failed_run(
     assert report.read_text() == "keep me"
 
 
-def test_corpus_show_describes_blobs(small_corpus: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corpus_show_describes_blobs(
+    small_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["corpus", "show", str(small_corpus)]) == 0
     out = capsys.readouterr().out
     assert "PEM" in out

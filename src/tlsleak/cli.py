@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
 
     corpus = commands.add_parser("corpus", help="work with corpus folders")
-    corpus_commands = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", parser_class=_Parser)
+    corpus_commands = corpus.add_subparsers(
+        dest="corpus_command", metavar="ACTION", parser_class=_Parser
+    )
     corpus_commands.required = True
     show = corpus_commands.add_parser("show", help="describe case files for humans")
     show.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -113,7 +115,9 @@ def _parser() -> argparse.ArgumentParser:
         "ones in DIR under content-addressed names (existing files are never touched).",
     )
     grow.add_argument("folder", type=Path, metavar="DIR")
-    grow.add_argument("-n", "--count", type=_positive_int, default=100, help="cases to generate (default 100)")
+    grow.add_argument(
+        "-n", "--count", type=_positive_int, default=100, help="cases to generate (default 100)"
+    )
     grow.add_argument("--seed", type=_int, default=0, help="random seed (default 0)")
     grow.add_argument(
         "--defect",
@@ -167,7 +171,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     paths = args.paths or [bundled_corpus()]
     files = case_files(paths)
-    if args.json is not None and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir():
+    if (
+        args.json is not None
+        and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir()
+    ):
         raise UsageError(f"{args.json}: folder {args.json.parent} does not exist")
     show_progress = not args.quiet and sys.stderr.isatty()
     statuses: Counter[str] = Counter()
@@ -191,7 +198,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     _print_report(target.name, files, statuses, findings, elapsed)
     if args.json is not None:
-        _write_json_atomically(args.json, _json_report(target.name, oracle, files, statuses, findings))
+        _write_json_atomically(
+            args.json, _json_report(target.name, oracle, files, statuses, findings)
+        )
     return EXIT_FINDINGS if findings else EXIT_CLEAN
 
 
@@ -221,7 +230,9 @@ def _print_report(
             what = "; ".join(sorted({str(e) for e in first.errors_left}))
         else:
             what = first.outcome.message
-        rows.append((str(first.kind), str(first.step or "-"), str(len(group)), what[:60], path.name))
+        rows.append(
+            (str(first.kind), str(first.step or "-"), str(len(group)), what[:60], path.name)
+        )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -87,7 +87,9 @@ def load_case(path: Path) -> InitCase:
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read: {exc.strerror}") from None
     if len(data) > MAX_CASE_BYTES:
-        raise CorpusError(f"{path}: larger than {MAX_CASE_BYTES // (1024 * 1024)} MiB, not a case file")
+        raise CorpusError(
+            f"{path}: larger than {MAX_CASE_BYTES // (1024 * 1024)} MiB, not a case file"
+        )
     return decode(data)
 
 

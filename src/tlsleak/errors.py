@@ -59,8 +59,12 @@ class BindingErrorQueue:
             reason = lib.ERR_reason_error_string(code)
             out.append(
                 OpenSSLError(
-                    ffi.string(library).decode("ascii", "replace") if library else "unknown library",
-                    ffi.string(reason).decode("ascii", "replace") if reason else f"reason({code & 0x7FFFFF})",
+                    ffi.string(library).decode("ascii", "replace")
+                    if library
+                    else "unknown library",
+                    ffi.string(reason).decode("ascii", "replace")
+                    if reason
+                    else f"reason({code & 0x7FFFFF})",
                 )
             )
         return tuple(out)

@@ -98,7 +98,7 @@ def private_key(key_type: KeyType, slot: int = 0) -> PrivateKey:
     return ed448.Ed448PrivateKey.generate()
 
 
-def _hash_for(key: PrivateKey) -> hashes.HashAlgorithm | None:
+def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
     # Ed25519/Ed448 sign the message itself; passing a hash is an error.
     if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
         return None
@@ -141,7 +141,9 @@ def _certificate(
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
         ).add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
     return builder.sign(issuer_key, _hash_for(issuer_key))

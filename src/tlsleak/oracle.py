@@ -45,7 +45,7 @@ __all__ = [
 DEFAULT_REPLAYS = 3
 
 
-class FindingKind(str, enum.Enum):
+class FindingKind(enum.StrEnum):
     """What is wrong."""
 
     #: Live counts grew on every replay and the collector did not free them.
@@ -56,9 +56,6 @@ class FindingKind(str, enum.Enum):
     ERROR_QUEUE = "error-queue"
     #: The path raised an exception that is not a documented rejection.
     EXCEPTION = "exception"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def format_delta(delta: Mapping[str, int]) -> str:
@@ -167,9 +164,7 @@ class Oracle:
         self.target = target
         self.replays = replays
         chosen = target.ledgers if ledgers is None else ledgers
-        self.ledgers: list[Ledger] = [
-            make_ledger(x) if isinstance(x, str) else x for x in chosen
-        ]
+        self.ledgers: list[Ledger] = [make_ledger(x) if isinstance(x, str) else x for x in chosen]
         self._queue = target.error_queue()
         self._started = False
 
@@ -205,7 +200,9 @@ class Oracle:
             counts.update(ledger.snapshot())
         return counts
 
-    def _attempt(self, case: InitCase) -> tuple[Outcome, dict[str, int], Counts, tuple[OpenSSLError, ...]]:
+    def _attempt(
+        self, case: InitCase
+    ) -> tuple[Outcome, dict[str, int], Counts, tuple[OpenSSLError, ...]]:
         """One measured run: (outcome, growth, counts before, errors left on the queue)."""
         queue = self._queue
         if queue is not None:
@@ -244,7 +241,9 @@ class Oracle:
                 findings.append(leak)
         return Verdict(case, outcome, tuple(findings))
 
-    def _confirm(self, case: InitCase, outcome: Outcome, uncollected: dict[str, int]) -> Finding | None:
+    def _confirm(
+        self, case: InitCase, outcome: Outcome, uncollected: dict[str, int]
+    ) -> Finding | None:
         # The first run grew; did the collector free it?  That decides what we
         # look for in the replays: growth that survives collection (a leak) or
         # growth that only collection undoes (a cycle).

@@ -39,13 +39,34 @@ __all__ = ["CONSTRUCTORS", "DESTRUCTORS", "TRANSFERS", "UP_REFS", "OpenSSLObject
 CONSTRUCTORS: Final[dict[str, tuple[str, ...]]] = {
     "SSL_CTX": ("SSL_CTX_new", "SSL_CTX_new_ex"),
     "SSL": ("SSL_new", "SSL_dup"),
-    "BIO": ("BIO_new", "BIO_new_mem_buf", "BIO_new_file", "BIO_new_fp", "BIO_new_fd",
-            "BIO_new_socket"),
-    "X509": ("X509_new", "X509_dup", "PEM_read_bio_X509", "PEM_read_bio_X509_AUX",
-             "d2i_X509_bio", "d2i_X509", "SSL_get1_peer_certificate",
-             "SSL_get_peer_certificate", "X509_STORE_CTX_get1_issuer"),
-    "EVP_PKEY": ("EVP_PKEY_new", "PEM_read_bio_PrivateKey", "d2i_PrivateKey_bio",
-                 "PEM_read_bio_PUBKEY", "d2i_PUBKEY_bio", "X509_get_pubkey", "EVP_PKEY_dup"),
+    "BIO": (
+        "BIO_new",
+        "BIO_new_mem_buf",
+        "BIO_new_file",
+        "BIO_new_fp",
+        "BIO_new_fd",
+        "BIO_new_socket",
+    ),
+    "X509": (
+        "X509_new",
+        "X509_dup",
+        "PEM_read_bio_X509",
+        "PEM_read_bio_X509_AUX",
+        "d2i_X509_bio",
+        "d2i_X509",
+        "SSL_get1_peer_certificate",
+        "SSL_get_peer_certificate",
+        "X509_STORE_CTX_get1_issuer",
+    ),
+    "EVP_PKEY": (
+        "EVP_PKEY_new",
+        "PEM_read_bio_PrivateKey",
+        "d2i_PrivateKey_bio",
+        "PEM_read_bio_PUBKEY",
+        "d2i_PUBKEY_bio",
+        "X509_get_pubkey",
+        "EVP_PKEY_dup",
+    ),
     "X509_STORE": ("X509_STORE_new",),
     "X509_STORE_CTX": ("X509_STORE_CTX_new",),
     "X509_NAME": ("X509_NAME_new", "X509_NAME_dup"),
@@ -73,8 +94,14 @@ DESTRUCTORS: Final[dict[str, tuple[str, ...]]] = {
 
 #: Functions adding one reference (return 1 on success).
 UP_REFS: Final[tuple[str, ...]] = (
-    "SSL_CTX_up_ref", "SSL_up_ref", "BIO_up_ref", "X509_up_ref", "EVP_PKEY_up_ref",
-    "X509_STORE_up_ref", "X509_CRL_up_ref", "SSL_SESSION_up_ref",
+    "SSL_CTX_up_ref",
+    "SSL_up_ref",
+    "BIO_up_ref",
+    "X509_up_ref",
+    "EVP_PKEY_up_ref",
+    "X509_STORE_up_ref",
+    "X509_CRL_up_ref",
+    "SSL_SESSION_up_ref",
 )
 
 #: Functions that take over the caller's reference(s) on success:
@@ -304,10 +331,9 @@ def _interposer_for(lib: Any) -> _Interposer:
 
 
 def _default_lib() -> Any:
-    from cryptography.hazmat.bindings.openssl.binding import Binding
-
     # pyOpenSSL binds this very object (OpenSSL._util.lib is Binding.lib).
     import OpenSSL.SSL  # noqa: F401 - make sure its module globals exist to be rebound
+    from cryptography.hazmat.bindings.openssl.binding import Binding
 
     return Binding.lib
 

@@ -18,7 +18,7 @@ from tlsleak.errors import ErrorQueue, OpenSSLError
 __all__ = ["Outcome", "Rejected", "Status", "Step", "Target"]
 
 
-class Step(str, enum.Enum):
+class Step(enum.StrEnum):
     """The steps of an init path, as tlsleak's own targets name them.
 
     Targets written by users may use any string as a step.
@@ -35,20 +35,14 @@ class Step(str, enum.Enum):
     TEARDOWN = "teardown"
     INIT = "init"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Status(str, enum.Enum):
+class Status(enum.StrEnum):
     """How an init attempt ended."""
 
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     #: A Python exception that is not a documented rejection: a finding by itself.
     ERROR = "error"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +67,13 @@ class Outcome:
         return f"{self.status}{where}" + (f": {detail}" if detail else "")
 
 
-class Rejected(Exception):  # noqa: N818 - it is an outcome, not an error of tlsleak
+class Rejected(Exception):
     """Raise from your own init path to say "this input was rejected".
 
     ``step`` names where (free text), ``errors`` carries OpenSSL errors if any.
     """
 
-    def __init__(
-        self, step: str, message: str = "", errors: Sequence[OpenSSLError] = ()
-    ) -> None:
+    def __init__(self, step: str, message: str = "", errors: Sequence[OpenSSLError] = ()) -> None:
         super().__init__(f"{step}: {message}" if message else step)
         self.step = step
         self.message = message
@@ -106,4 +98,3 @@ class Target(Protocol):
     def error_queue(self) -> ErrorQueue | None:
         """The OpenSSL error queue this path uses, if it uses OpenSSL."""
         ...
-

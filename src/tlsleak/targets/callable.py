@@ -46,7 +46,7 @@ def _errors_of(exc: BaseException) -> tuple[OpenSSLError, ...]:
 class CallableTarget:
     """Wraps ``fn(case)`` as a target."""
 
-    ledgers = ("openssl-objects", "fds")
+    ledgers: tuple[str, ...] = ("openssl-objects", "fds")
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class CallableTarget:
             step = exc.step if isinstance(exc, Rejected) else Step.INIT
             message = exc.message if isinstance(exc, Rejected) else ""
             return Outcome(Status.REJECTED, step, _errors_of(exc), message or str(exc)[:200])
-        except Exception as exc:  # noqa: BLE001 - anything else is itself a finding
+        except Exception as exc:
             return Outcome(Status.ERROR, Step.INIT, (), f"{type(exc).__name__}: {exc}")
         return Outcome.accepted()
 

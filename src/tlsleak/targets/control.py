@@ -146,7 +146,7 @@ def _init(tls: _Tls, case: InitCase) -> None:
 class ControlTarget:
     """Raw-binding init path; ``leaky`` picks the buggy failure branch."""
 
-    ledgers = ("openssl-objects", "fds")
+    ledgers: tuple[str, ...] = ("openssl-objects", "fds")
 
     def __init__(self, *, leaky: bool) -> None:
         self.leaky = leaky

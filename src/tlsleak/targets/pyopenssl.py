@@ -55,9 +55,7 @@ def _errors_of(exc: Exception) -> tuple[OpenSSLError, ...]:
     # pyOpenSSL's Error carries [(library, function, reason), ...] in args[0].
     entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
     return tuple(
-        OpenSSLError(str(e[0]), str(e[2]))
-        for e in entries
-        if isinstance(e, tuple) and len(e) == 3
+        OpenSSLError(str(e[0]), str(e[2])) for e in entries if isinstance(e, tuple) and len(e) == 3
     )
 
 
@@ -73,7 +71,7 @@ class PyOpenSSLTarget:
 
     name = "pyopenssl"
     description = "pyOpenSSL: context, CA store, cert+chain, key, key check, connection, SNI"
-    ledgers = ("openssl-objects", "fds")
+    ledgers: tuple[str, ...] = ("openssl-objects", "fds")
 
     def error_queue(self) -> ErrorQueue:
         return binding_error_queue()
@@ -86,7 +84,7 @@ class PyOpenSSLTarget:
             return Outcome(Status.REJECTED, progress.step, _errors_of(exc))
         except Rejected as exc:
             return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
-        except Exception as exc:  # noqa: BLE001 - anything else is itself a finding
+        except Exception as exc:
             return Outcome(Status.ERROR, progress.step, (), f"{type(exc).__name__}: {exc}")
         return Outcome.accepted()
 
