@@ -47,6 +47,8 @@ def growth(before: Counts, after: Counts) -> dict[str, int]:
     Shrinking counters are dropped: an attempt that frees something made
     earlier (a cache flushed, garbage collected) has not leaked.
     """
+    if after == before:  # the usual case, decided in C
+        return {}
     out = {}
     for name, value in after.items():
         diff = value - before.get(name, 0)

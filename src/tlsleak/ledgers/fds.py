@@ -20,22 +20,30 @@ class FdLedger:
     name = "fds"
 
     def __init__(self) -> None:
-        self._dir: str | None = None
+        self._dir_fd: int | None = None
 
     def start(self) -> None:
+        if self._dir_fd is not None:
+            return
         for path in _FD_DIRS:
             try:
-                os.listdir(path)
+                # Listing through an open descriptor skips the path lookup
+                # (a fifth of the cost on /proc); it is part of every snapshot,
+                # so it cancels out like the listing's own descriptor.
+                self._dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+                os.listdir(self._dir_fd)
             except OSError:
+                self.stop()
                 continue
-            self._dir = path
             return
         raise LedgerUnavailable("no /proc/self/fd or /dev/fd to count descriptors with")
 
     def stop(self) -> None:
-        self._dir = None
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
     def snapshot(self) -> Counts:
-        if self._dir is None:
+        if self._dir_fd is None:
             raise RuntimeError("snapshot() of a ledger that was not started")
-        return {"fd": len(os.listdir(self._dir))}
+        return {"fd": len(os.listdir(self._dir_fd))}
