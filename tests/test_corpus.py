@@ -89,3 +89,16 @@ def test_any_content_is_a_case(tmp_path: Path) -> None:
 
 def test_bundled_corpus_is_found() -> None:
     assert bundled_corpus().is_dir()
+
+
+def test_bundled_corpus_covers_every_defect_label() -> None:
+    from tlsleak.corpus import load_cases
+    from tlsleak.defects import DEFECTS
+
+    seen: set[str] = set()
+    valid = 0
+    for _path, case in load_cases([bundled_corpus()]):
+        seen.update(case.labels)
+        valid += not case.labels
+    assert set(DEFECTS) - seen == set(), "grow cases for these with tlsleak corpus grow --defect"
+    assert valid > 0

@@ -236,7 +236,8 @@ def _print_report(
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print("\nreplay one: tlsleak check", target, "PATH")
+    example = findings[0][0]
+    print(f"\nreplay one: tlsleak check {target} {example.parent}/EXAMPLE")
 
 
 def _json_report(
