@@ -1,7 +1,7 @@
 """The ``tlsleak`` command.
 
 Exit status: 0 clean, 1 findings, 2 bad usage or bad input (one line on
-stderr, never a traceback), 130 interrupted.
+stderr, never a traceback), 130 interrupted, 141 output pipe closed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from tlsleak.targets import TARGETS, UnknownTarget, resolve_target
 __all__ = ["main"]
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed writer
 
 
 class UsageError(Exception):
@@ -311,6 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ntlsleak: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`tlsleak check | head`): stop quietly, and keep
+        # Python from complaining again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

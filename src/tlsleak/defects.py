@@ -33,8 +33,7 @@ from types import MappingProxyType
 from typing import Final, Literal, get_args
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+from cryptography.hazmat.primitives import serialization
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn
 
@@ -50,6 +49,7 @@ from tlsleak.material import (
     identity,
     key_bytes,
     private_key,
+    sign,
 )
 from tlsleak.targets.base import Step
 
@@ -380,12 +380,6 @@ def _truncate_der(draw: DrawFn, der: bytes) -> bytes:
     return der[: draw(st.integers(1, len(der) - 1))]
 
 
-def _signing_hash(key: PrivateKey) -> hashes.SHA256 | None:
-    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
-        return None
-    return hashes.SHA256()
-
-
 _EXPIRED_FROM: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 _EXPIRED_UNTIL: Final = datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC)
 
@@ -416,7 +410,7 @@ def expired_leaf(ident: Identity) -> x509.Certificate:
     )
     for ext in leaf.extensions:
         builder = builder.add_extension(ext.value, ext.critical)
-    return builder.sign(signer, _signing_hash(signer))
+    return sign(builder, signer)
 
 
 @cache

@@ -6,15 +6,30 @@ pool (``POOL_SIZE`` keys per type, made on first use), certificates are built
 once per (key type, shape, pool slot), and serialised forms are cached too.
 Everything a strategy draws is then a cheap choice among cached bytes.
 
+The material is also *deterministic*: the same bytes in every process, so a
+corpus grown twice with one seed holds the same files, and a Hypothesis
+example replayed from its database is the very case that failed.  EC and
+Edwards keys are derived from a hash of their slot's name; RSA keys are built
+from primes found by a seeded search (:func:`rsa_primes`), stored below
+because the search takes about half a second per key in Python (a test
+re-derives them).  ECDSA signatures are deterministic (RFC 6979), RSA PKCS#1
+v1.5 and EdDSA ones are by nature; validity dates are fixed (2025-2045) and
+serials derive from the slot.
+
+These keys are test material, public by construction: never use them for
+anything but testing.
+
 The material is valid on purpose: the defects in :mod:`tlsleak.defects` damage
-it in named ways.  Validity dates are fixed (2025-2045) and serials are derived
-from the slot, so two runs build certificates of the same shape.
+it in named ways.
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
+import math
+import random
 from dataclasses import dataclass
 from functools import cache
 from typing import Final
@@ -36,6 +51,8 @@ __all__ = [
     "identity",
     "key_bytes",
     "private_key",
+    "rsa_primes",
+    "sign",
 ]
 
 PrivateKey = CertificateIssuerPrivateKeyTypes
@@ -82,20 +99,145 @@ class Encoding(enum.Enum):
     DER = "der"
 
 
+def _seed(key_type: KeyType, slot: int, size: int) -> bytes:
+    name = f"tlsleak material v1 {key_type.value} slot {slot}".encode()
+    return hashlib.shake_256(name).digest(size)
+
+
+_SMALL_PRIMES: Final = [p for p in range(3, 5000) if all(p % d for d in range(2, int(p**0.5) + 1))]
+
+
+def _probable_prime(n: int, rng: random.Random, rounds: int = 20) -> bool:
+    if math.gcd(n, math.prod(_SMALL_PRIMES)) != 1:
+        return False
+    d, s = n - 1, 0
+    while not d & 1:
+        d, s = d >> 1, s + 1
+    for _ in range(rounds):  # Miller-Rabin
+        x = pow(rng.randrange(2, n - 2), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def rsa_primes(slot: int, bits: int = 1024) -> tuple[int, int]:
+    """The seeded search behind the RSA pool: two ``bits``-bit primes for ``slot``.
+
+    Each candidate has its top two bits set (so the modulus has exactly
+    ``2 * bits`` bits) and ``p - 1`` prime to 65537.  Slow in Python, so the
+    results for the pool are stored in ``_RSA_PRIMES``.
+    """
+    rng = random.Random(_seed(KeyType.RSA2048, slot, 32))
+    found: list[int] = []
+    while len(found) < 2:
+        candidate = rng.getrandbits(bits) | (3 << (bits - 2)) | 1
+        if math.gcd(candidate - 1, _RSA_E) == 1 and _probable_prime(candidate, rng):
+            found.append(candidate)
+    return found[0], found[1]
+
+
+_RSA_E: Final = 65537
+
+# rsa_primes(slot) for slot in range(POOL_SIZE); tests/test_material.py checks it.
+_RSA_PRIMES: Final[tuple[tuple[int, int], ...]] = (
+    (
+        int(
+            "ee546a3745f2cb3f08ebe938a148041bc4f1cb0fae7912e3a7a5ad27af123667"
+            "60f933fe78f7d584d11e51c345ec694968de0305442a5b97e88df21932f9114e"
+            "6754c1ebc95b4a9fc10857352384050d724990bfbd96efa1a27fe9b22b0d3037"
+            "8a4f4aa4b2b8f98a031eaeda943d0ecf1ebbb2475c87b03308935b519a9df911",
+            16,
+        ),
+        int(
+            "f160e9ba2c2b70c0073ac49470b25d39c92cd8ba07b9ed3b184655191292c7c6"
+            "9ebf9660505a405291c0f908227aa21856fc3a19c5ea5ed0f4c7a47c5ef2b0b8"
+            "0b8e519e327f5edf7903f8842baa68b746eda5bee84a548c88466e2d13fce495"
+            "474a3aa0797f4f168cccff42d59fb32abf6940671f5b98802d982d5b76fc8259",
+            16,
+        ),
+    ),
+    (
+        int(
+            "e0f39a35e305fefcb169b11daa53871b14f6b3dfa23d9996ffe175b5e5e9fabd"
+            "5878ad944b038b1baeb23d589b9b5c90043a3bd1f7aeb873b00e1752fabc26be"
+            "b874a908c44986d76803a268db38ad3cc67b19145ba30fbdf90d2767e76eb6cd"
+            "b3f49a2f620979b57eb2b59a2e78dfd6e98e595e5a42ed1d590fd97561e58b77",
+            16,
+        ),
+        int(
+            "c6b3f5960ed162cd721439eccdbc9933f635c3efc28a24fe0ad37e87f87c4ded"
+            "e621bdf4117615cf7f5afb7d9bcd955324178c1e97c2da1a2e178d0d60a485a9"
+            "383f747eb90b77861fb9841cfa3adb41f0deb17cc39b619caf34d415c2f9bb63"
+            "fb26e43e8badb3cb45ddc1e0ec6573e56213db5973937ca9221865813a35f885",
+            16,
+        ),
+    ),
+    (
+        int(
+            "dba458d990a289670b3aec29c0141a497a45c31d63be5bd745facfa371b2b92f"
+            "d8981cfa4b0815cf15b23127ece95a365743b7879a3d72d0202c3b1592f8b201"
+            "3223a50ba7c453d9669570e96f5c10102a75427a6824fb05dc85e4960303dbe4"
+            "df2ce1b1359a0efcfdf6aca1baf313212b020487c85ffaf424c6d1faea106a79",
+            16,
+        ),
+        int(
+            "c4894d67c79a9bd17ff9e0273b35cb6c394fc847e9911bd95ded965c3b620d0c"
+            "24fa2d399785490d747c8fa3e51bed4271fe1c70ecf65897b143a6f0d7c75473"
+            "aa9d3c8893b84ee6a3bf0df1b517f32d1412b42c885d9fb07fd3bdbe12412761"
+            "1ebc9f08d99aeff9c7483e4763c69003fa5def829dd3e44f525bd3e60d3e1333",
+            16,
+        ),
+    ),
+)
+
+
+def _rsa_key(slot: int) -> rsa.RSAPrivateKey:
+    p, q = _RSA_PRIMES[slot]
+    d = pow(_RSA_E, -1, (p - 1) * (q - 1))
+    public = rsa.RSAPublicNumbers(_RSA_E, p * q)
+    numbers = rsa.RSAPrivateNumbers(
+        p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q), public
+    )
+    return numbers.private_key()
+
+
+def _ec_key(curve: ec.EllipticCurve, order: int, slot: int, key_type: KeyType) -> PrivateKey:
+    secret = int.from_bytes(_seed(key_type, slot, 64)) % (order - 1) + 1
+    return ec.derive_private_key(secret, curve)
+
+
+# Group orders, from SEC 2 (https://www.secg.org/sec2-v2.pdf), 2.4.2 and 2.5.1.
+_P256_ORDER: Final = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P384_ORDER: Final = int(
+    "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF"
+    "581A0DB248B0A77AECEC196ACCC52973",
+    16,
+)
+
+
 @cache
 def private_key(key_type: KeyType, slot: int = 0) -> PrivateKey:
-    """The pooled private key of ``key_type`` in ``slot`` (0 <= slot < POOL_SIZE)."""
+    """The pooled private key of ``key_type`` in ``slot`` (0 <= slot < POOL_SIZE).
+
+    The same key in every process (see the module docstring).
+    """
     if not 0 <= slot < POOL_SIZE:
         raise ValueError(f"slot must be in [0, {POOL_SIZE}), not {slot}")
     if key_type is KeyType.RSA2048:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return _rsa_key(slot)
     if key_type is KeyType.EC_P256:
-        return ec.generate_private_key(ec.SECP256R1())
+        return _ec_key(ec.SECP256R1(), _P256_ORDER, slot, key_type)
     if key_type is KeyType.EC_P384:
-        return ec.generate_private_key(ec.SECP384R1())
+        return _ec_key(ec.SECP384R1(), _P384_ORDER, slot, key_type)
     if key_type is KeyType.ED25519:
-        return ed25519.Ed25519PrivateKey.generate()
-    return ed448.Ed448PrivateKey.generate()
+        return ed25519.Ed25519PrivateKey.from_private_bytes(_seed(key_type, slot, 32))
+    return ed448.Ed448PrivateKey.from_private_bytes(_seed(key_type, slot, 57))
 
 
 def _hash_for(key: PrivateKey) -> hashes.SHA256 | None:
@@ -146,7 +288,17 @@ def _certificate(
             ),
             critical=False,
         )
-    return builder.sign(issuer_key, _hash_for(issuer_key))
+    return sign(builder, issuer_key)
+
+
+def sign(builder: x509.CertificateBuilder, key: PrivateKey) -> x509.Certificate:
+    """Sign ``builder`` with ``key``: SHA-256 (none for EdDSA), deterministically.
+
+    RFC 6979 nonces for ECDSA, so the signature, and the certificate's bytes,
+    are the same in every process.
+    """
+    deterministic = True if isinstance(key, ec.EllipticCurvePrivateKey) else None
+    return builder.sign(key, _hash_for(key), ecdsa_deterministic=deterministic)
 
 
 @dataclass(frozen=True)

@@ -397,8 +397,9 @@ def generate(strategy: SearchStrategy[InitCase], n: int, *, seed: int) -> list[I
     only (no database, no shrinking), so they have the variety of a test run.
     Fewer than ``n`` come back when the strategy has fewer distinct examples.
 
-    The choices are deterministic for a seed; the bytes of key material are
-    not across processes, because keys are generated per process.  Must not
+    The same seed gives the same cases in every process (the material is
+    deterministic), except for encrypted keys, whose salt and IV
+    ``cryptography`` draws at random.  Must not
     be called from inside a Hypothesis test.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
