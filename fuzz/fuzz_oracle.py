@@ -17,39 +17,13 @@ and keeps the input as ``crash-<sha1>``.  Replay one by passing the file:
 
 from __future__ import annotations
 
-import os
 import sys
 
 import atheris
 
-TARGET_SPEC = os.environ.get("TLSLEAK_TARGET", "pyopenssl")
+from _instrument import NOT_INSTRUMENTED, TARGET_SPEC, instrumented_packages
 
-
-def _instrumented_packages(spec: str) -> list[str]:
-    # A user target given as package.module:function is code under test too,
-    # so its top-level package gets coverage feedback as well.
-    packages = ["tlsleak", "OpenSSL"]
-    module, sep, _ = spec.partition(":")
-    if sep and module:
-        packages.append(module.split(".", 1)[0])
-    return packages
-
-
-# The ledgers are the measuring instrument, not code under test: their branches
-# follow allocator address reuse and interposer set-up rather than the input,
-# which would feed libFuzzer coverage that is noise, and tracing them cost 15-30%
-# of the executions per second when measured.  (atheris matches these names
-# exactly, so each module is listed.)
-_NOT_INSTRUMENTED = [
-    "tlsleak.ledgers",
-    "tlsleak.ledgers.base",
-    "tlsleak.ledgers.fds",
-    "tlsleak.ledgers.objects",
-]
-
-with atheris.instrument_imports(
-    include=_instrumented_packages(TARGET_SPEC), exclude=_NOT_INSTRUMENTED
-):
+with atheris.instrument_imports(include=instrumented_packages(), exclude=NOT_INSTRUMENTED):
     import tlsleak
     from tlsleak.targets import resolve_target
 

@@ -15,57 +15,20 @@ encoded case: replay it with this script, not with ``fuzz_oracle.py``.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import atheris
 from hypothesis import given, settings
 
-TARGET_SPEC = os.environ.get("TLSLEAK_TARGET", "pyopenssl")
+from _instrument import NOT_INSTRUMENTED, TARGET_SPEC, instrumented_packages
 
-
-def _instrumented_packages(spec: str) -> list[str]:
-    # Hypothesis itself stays uninstrumented: its coverage says nothing about
-    # the init path and would only slow every execution down.  A user target
-    # given as package.module:function is code under test, so it is included.
-    packages = ["tlsleak", "OpenSSL"]
-    module, sep, _ = spec.partition(":")
-    if sep and module:
-        packages.append(module.split(".", 1)[0])
-    return packages
-
-
-# The ledgers are the measuring instrument, not code under test: their branches
-# follow allocator address reuse and interposer set-up rather than the input,
-# which would feed libFuzzer coverage that is noise, and tracing them cost 15-30%
-# of the executions per second when measured.  (atheris matches these names
-# exactly, so each module is listed.)
-_NOT_INSTRUMENTED = [
-    "tlsleak.ledgers",
-    "tlsleak.ledgers.base",
-    "tlsleak.ledgers.fds",
-    "tlsleak.ledgers.objects",
-]
-
-with atheris.instrument_imports(
-    include=_instrumented_packages(TARGET_SPEC), exclude=_NOT_INSTRUMENTED
-):
+with atheris.instrument_imports(include=instrumented_packages(), exclude=NOT_INSTRUMENTED):
     import tlsleak
     from tlsleak.strategies import init_cases
     from tlsleak.targets import resolve_target
 
     # Resolving imports the target's module; inside this block it is instrumented.
     TARGET = resolve_target(TARGET_SPEC)
-
-# assert_no_leaks starts and stops an oracle per example.  Starting the object
-# ledger rebinds the OpenSSL binding in every loaded module, a scan of all of
-# sys.modules (tens of milliseconds with Hypothesis loaded, more under atheris's
-# instrumentation) - unless a ledger on that binding is already started, in
-# which case the proxy stays installed and starting is nearly free.  So one
-# oracle is started here and left running for the life of the process; it
-# only keeps the proxy installed, every example is still judged by its own.
-_KEEP_LEDGERS_INSTALLED = tlsleak.Oracle(TARGET).start()
-
 
 # No example database: libFuzzer keeps the corpus and the crash files, and a
 # database would only collect failing examples under .hypothesis/examples in
