@@ -161,3 +161,18 @@ def test_console_script_bad_input_has_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("tlsleak: error:")
     assert "Traceback" not in proc.stderr
+
+
+def test_defects_lists_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
+    from tlsleak.defects import DEFECTS
+
+    assert main(["defects"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(DEFECTS)
+
+
+def test_docs_defect_table_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["defects", "--markdown"]) == 0
+    table = capsys.readouterr().out
+    docs = Path(__file__).resolve().parent.parent / "docs" / "defects.md"
+    assert docs.read_text().endswith(table), "regenerate docs/defects.md (see its header)"

@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     commands.required = True
 
     commands.add_parser("targets", help="list the built-in targets and their ledgers")
+    defects = commands.add_parser("defects", help="list the defect catalogue")
+    defects.add_argument(
+        "--markdown", action="store_true", help="as the Markdown table of docs/defects.md"
+    )
 
     check = commands.add_parser(
         "check",
@@ -146,6 +150,25 @@ def _cmd_targets(_args: argparse.Namespace) -> int:
     for name, ledgers, description in rows:
         print(f"{name:<{width}}  {ledgers:<{lwidth}}  {description}")
     print("\nYour own init path: package.module:function taking a tlsleak.InitCase.")
+    return EXIT_CLEAN
+
+
+def _cmd_defects(args: argparse.Namespace) -> int:
+    from tlsleak.defects import DEFECTS
+
+    def steps(d: Any) -> str:
+        return ", ".join(sorted(d.steps)) if d.steps else "-"
+
+    if args.markdown:
+        print("| defect | blob | pyopenssl | rejected at | description |")
+        print("| --- | --- | --- | --- | --- |")
+        for d in DEFECTS.values():
+            row = (d.name, d.field, d.expect.value, steps(d), d.description)
+            print("| " + " | ".join(row) + " |")
+        return EXIT_CLEAN
+    width = max(len(name) for name in DEFECTS)
+    for d in DEFECTS.values():
+        print(f"{d.name:<{width}}  {d.field:<11}  {d.expect.value:<8}  {d.description}")
     return EXIT_CLEAN
 
 
@@ -301,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "targets":
             return _cmd_targets(args)
+        if args.command == "defects":
+            return _cmd_defects(args)
         if args.command == "check":
             return _cmd_check(args)
         if args.corpus_command == "show":
