@@ -63,6 +63,10 @@ def _read(blob: bytes, pem: Any, der: Any, *pem_args: Any) -> Any:
         _lib.BIO_free(bio)
 
 
+def _read_x509(block: bytes) -> Any:
+    return _read(block, _lib.PEM_read_bio_X509, _lib.d2i_X509_bio, _ffi.NULL, _ffi.NULL)
+
+
 def _certs(blob: bytes) -> list[bytes]:
     return pem_blocks(blob) if is_pem(blob) else [blob]
 
@@ -70,7 +74,7 @@ def _certs(blob: bytes) -> list[bytes]:
 def _load_ca(tls: _Tls, blob: bytes) -> None:
     store = _lib.SSL_CTX_get_cert_store(tls.ctx)
     for block in _certs(blob):
-        x509 = _read(block, _lib.PEM_read_bio_X509, _lib.d2i_X509_bio, _ffi.NULL, _ffi.NULL)
+        x509 = _read_x509(block)
         if not x509:
             raise _fail(Step.CA, "cannot parse CA certificate")
         added = _lib.X509_STORE_add_cert(store, x509)
@@ -81,7 +85,7 @@ def _load_ca(tls: _Tls, blob: bytes) -> None:
 
 def _load_cert(tls: _Tls, blob: bytes) -> None:
     leaf, *chain = _certs(blob)
-    x509 = _read(leaf, _lib.PEM_read_bio_X509, _lib.d2i_X509_bio, _ffi.NULL, _ffi.NULL)
+    x509 = _read_x509(leaf)
     if not x509:
         raise _fail(Step.CERTIFICATE, "cannot parse certificate")
     used = _lib.SSL_CTX_use_certificate(tls.ctx, x509)
@@ -89,7 +93,7 @@ def _load_cert(tls: _Tls, blob: bytes) -> None:
     if used != 1:
         raise _fail(Step.CERTIFICATE, "certificate refused")
     for block in chain:
-        extra = _read(block, _lib.PEM_read_bio_X509, _lib.d2i_X509_bio, _ffi.NULL, _ffi.NULL)
+        extra = _read_x509(block)
         if not extra:
             raise _fail(Step.CHAIN, "cannot parse chain certificate")
         if _lib.SSL_CTX_add_extra_chain_cert(tls.ctx, extra) != 1:
