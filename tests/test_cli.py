@@ -176,3 +176,31 @@ def test_docs_defect_table_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> 
     table = capsys.readouterr().out
     docs = Path(__file__).resolve().parent.parent / "docs" / "defects.md"
     assert docs.read_text().endswith(table), "regenerate docs/defects.md (see its header)"
+
+
+def test_fail_alloc_finds_the_leak_only_allocation_failure_reaches(
+    tmp_path: Path, valid_case: InitCase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # control-leaky leaks its SSL_CTX when SSL_new fails: no malformed blob
+    # gets there, a valid case with an injected failure does.
+    folder = tmp_path / "valid"
+    write_case(folder, valid_case)
+    assert main(["check", "control-leaky", str(folder)]) == 0
+    capsys.readouterr()
+    assert main(["check", "control-leaky", str(folder), "--fail-alloc"]) == 1
+    out = capsys.readouterr().out
+    assert "connection" in out  # the SSL_new step
+    assert "SSL_CTX +1" in out
+    assert main(["check", "control-fixed", str(folder), "--fail-alloc"]) == 0
+
+
+def test_fail_budget_samples_deterministically() -> None:
+    from tlsleak.cli import _failure_points
+
+    case = InitCase(cert=b"x")
+    points = _failure_points(case, 1000, 10)
+    assert len(points) == 10
+    assert points[0] == 1
+    assert points[-1] == 1000
+    assert points == _failure_points(case, 1000, 10)
+    assert _failure_points(case, 5, 10) == [1, 2, 3, 4, 5]

@@ -155,3 +155,28 @@ def test_fd_ledger_counts_descriptors(tmp_path: Any, by_size: bool) -> None:
     f.close()
     assert growth(before, led.snapshot()) == {}
     led.stop()
+
+
+def test_injected_constructor_failure_returns_null(ledger: OpenSSLObjectLedger) -> None:
+    before = ledger.snapshot()
+    ledger.reset_allocations()
+    _this.lib.BIO_free(_this.lib.BIO_new(_this.lib.BIO_s_mem()))
+    assert ledger.allocations() == 1
+    ledger.fail_at(2)
+    first = _this.lib.BIO_new(_this.lib.BIO_s_mem())
+    second = _this.lib.BIO_new(_this.lib.BIO_s_mem())
+    ledger.fail_at(0)
+    assert first
+    assert second == ffi.NULL
+    _this.lib.BIO_free(first)
+    assert growth(before, ledger.snapshot()) == {}
+
+
+def test_handing_objects_to_null_keeps_them_live(ledger: OpenSSLObjectLedger) -> None:
+    # A caller that passes an unchecked NULL SSL to SSL_set_bio still owns
+    # its BIOs (pyOpenSSL's Connection does this when SSL_new fails).
+    before = ledger.snapshot()
+    bio = _this.lib.BIO_new(_this.lib.BIO_s_mem())
+    _this.lib.SSL_set_bio(ffi.NULL, bio, bio)
+    assert growth(before, ledger.snapshot()) == {"BIO": 1}
+    _this.lib.BIO_free(bio)

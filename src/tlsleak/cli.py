@@ -7,8 +7,10 @@ stderr, never a traceback), 130 interrupted, 141 output pipe closed.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from tlsleak import __version__
+from tlsleak.case import InitCase
 from tlsleak.corpus import CorpusError, bundled_corpus, case_files, load_case, write_case
 from tlsleak.ledgers import LEDGERS, LedgerUnavailable
 from tlsleak.oracle import DEFAULT_REPLAYS, Finding, Oracle
@@ -102,6 +105,18 @@ def _parser() -> argparse.ArgumentParser:
         dest="ledgers",
         choices=sorted(LEDGERS),
         help="ledger to use (repeatable; default: the ones the target names)",
+    )
+    check.add_argument(
+        "--fail-alloc",
+        action="store_true",
+        help="also re-run each case once per allocation it makes, with that allocation failing",
+    )
+    check.add_argument(
+        "--fail-budget",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="with --fail-alloc: at most N failing runs per case, sampled (default 64)",
     )
     check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -209,10 +224,18 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except LedgerUnavailable as exc:
         raise UsageError(f"ledger not active, nothing would be measured: {exc}") from None
     try:
+        if args.fail_alloc and oracle.injector is None:
+            raise UsageError(
+                f"--fail-alloc: no ledger of target {target.name} can make allocations fail"
+            )
         for i, path in enumerate(files, 1):
-            verdict = oracle.check(load_case(path))
+            case = load_case(path)
+            verdict = oracle.check(case)
             statuses[str(verdict.outcome.status)] += 1
             findings.extend((path, f) for f in verdict.findings)
+            if args.fail_alloc:
+                for k in _failure_points(case, oracle.count_allocations(case), args.fail_budget):
+                    findings.extend((path, f) for f in oracle.check(case, fail_at=k).findings)
             if show_progress:
                 _progress(sys.stderr, f"{i}/{len(files)} cases, {len(findings)} findings")
     finally:
@@ -226,6 +249,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
             args.json, _json_report(target.name, oracle, files, statuses, findings)
         )
     return EXIT_FINDINGS if findings else EXIT_CLEAN
+
+
+def _failure_points(case: InitCase, count: int, budget: int) -> list[int]:
+    """Which allocations to fail: all of them, or ``budget`` sampled ones.
+
+    The sample is seeded by the case, so a re-run fails the same allocations;
+    the first and the last allocation are always in it (the constructor that
+    starts the path and the one that completes it are where error branches
+    are least often tested).
+    """
+    if count <= budget:
+        return list(range(1, count + 1))
+    rng = random.Random(hashlib.sha256(case.encode()).digest())
+    middle = rng.sample(range(2, count), budget - 2) if budget > 2 else []
+    return sorted({1, count, *middle})[:budget]
 
 
 def _print_report(

@@ -23,19 +23,22 @@ import enum
 import gc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from tlsleak.case import InitCase
+from tlsleak.case import InitCase, decode
 from tlsleak.errors import OpenSSLError
 from tlsleak.ledgers import Counts, Ledger, growth, make_ledger
 from tlsleak.targets import CallableTarget, Outcome, Status, Target
 
 __all__ = [
     "DEFAULT_REPLAYS",
+    "AttributingLedger",
+    "FaultInjector",
     "Finding",
     "FindingKind",
     "LeakError",
     "Oracle",
+    "Site",
     "Verdict",
     "assert_no_leaks",
     "format_delta",
@@ -56,6 +59,23 @@ class FindingKind(enum.StrEnum):
     ERROR_QUEUE = "error-queue"
     #: The path raised an exception that is not a documented rejection.
     EXCEPTION = "exception"
+    #: The process running the path died on a signal (isolated runs only).
+    CRASH = "crash"
+    #: The path did not return in time (isolated runs only).
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Where leaked heap blocks were allocated: OpenSSL's file and line."""
+
+    file: str
+    line: int
+    blocks: int
+    bytes: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} {self.blocks} blocks/{self.bytes} B"
 
 
 def format_delta(delta: Mapping[str, int]) -> str:
@@ -77,6 +97,11 @@ class Finding:
     errors_left: tuple[OpenSSLError, ...] = ()
     #: How many replays confirmed it (0 for findings that need none).
     replays: int = 0
+    #: Where the leaked heap blocks were allocated, biggest first (heap leaks
+    #: replayed in attribution mode).
+    sites: tuple[Site, ...] = ()
+    #: The allocation made to fail (allocation-failure injection), if any.
+    fail_at: int | None = None
 
     @property
     def step(self) -> str | None:
@@ -87,8 +112,13 @@ class Finding:
     def signature(self) -> str:
         """Stable identity: the same bug found twice has the same signature."""
         parts = [self.target, str(self.kind), str(self.step or "-")]
+        if self.fail_at is not None:
+            parts.append("allocation failure")
         if self.kind in (FindingKind.LEAK, FindingKind.CYCLE):
-            parts.append(format_delta(dict(sorted(self.delta.items()))))
+            # Counter names only: a leak's size can vary with the input (a
+            # longer chain, a bigger key) while it is the same bug.
+            parts.append(", ".join(sorted(self.delta)))
+            parts.extend(f"{s.file}:{s.line}" for s in self.sites[:3])
         elif self.kind is FindingKind.ERROR_QUEUE:
             parts.append("; ".join(sorted({str(e) for e in self.errors_left})))
         else:
@@ -105,6 +135,10 @@ class Finding:
             what = "left on the error queue: " + "; ".join(str(e) for e in self.errors_left)
         else:
             what = self.outcome.message
+        if self.sites:
+            what += " (" + ", ".join(str(s) for s in self.sites[:3]) + ")"
+        if self.fail_at is not None:
+            what += f" [allocation {self.fail_at} made to fail]"
         return f"{self.kind} in {self.target} ({self.outcome.describe()}): {what}"
 
     def to_json(self) -> dict[str, Any]:
@@ -122,9 +156,32 @@ class Finding:
             "delta": dict(self.delta),
             "errors_left": [[e.library, e.reason] for e in self.errors_left],
             "replays": self.replays,
+            "sites": [[s.file, s.line, s.blocks, s.bytes] for s in self.sites],
+            "fail_at": self.fail_at,
             "labels": list(self.case.labels),
             "case_hex": self.case.encode().hex(),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        """The inverse of :meth:`to_json` (reports read back, worker replies)."""
+        outcome = data["outcome"]
+        return cls(
+            kind=FindingKind(data["kind"]),
+            target=data["target"],
+            case=decode(bytes.fromhex(data["case_hex"])),
+            outcome=Outcome(
+                Status(outcome["status"]),
+                data["step"],
+                tuple(OpenSSLError(a, b) for a, b in outcome["errors"]),
+                outcome["message"],
+            ),
+            delta=dict(data["delta"]),
+            errors_left=tuple(OpenSSLError(a, b) for a, b in data["errors_left"]),
+            replays=data["replays"],
+            sites=tuple(Site(f, ln, b, n) for f, ln, b, n in data.get("sites", ())),
+            fail_at=data.get("fail_at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -167,6 +224,11 @@ class Oracle:
         self.ledgers: list[Ledger] = [make_ledger(x) if isinstance(x, str) else x for x in chosen]
         self._queue = target.error_queue()
         self._started = False
+        #: The first ledger that can make allocations fail, if any.
+        self.injector: FaultInjector | None = next(
+            (x for x in self.ledgers if isinstance(x, FaultInjector)), None
+        )
+        self._fail_at: int | None = None
 
     def start(self) -> Oracle:
         if not self._started:
@@ -212,7 +274,13 @@ class Oracle:
         gc.disable()  # a collection mid-run would hide a cycle or free old garbage
         try:
             before = self._snapshot()
-            outcome = self.target.run(case)
+            if self._fail_at is not None and self.injector is not None:
+                self.injector.fail_at(self._fail_at)
+            try:
+                outcome = self.target.run(case)
+            finally:
+                if self._fail_at is not None and self.injector is not None:
+                    self.injector.fail_at(0)
             left = queue.drain() if queue is not None else ()
             after = self._snapshot()
         finally:
@@ -224,17 +292,46 @@ class Oracle:
         gc.collect()
         return growth(before, self._snapshot())
 
-    def check(self, case: InitCase) -> Verdict:
-        """Run ``case`` once, replay it if any count grew, and return the verdict."""
+    def check(self, case: InitCase, *, fail_at: int | None = None) -> Verdict:
+        """Run ``case`` once, replay it if any count grew, and return the verdict.
+
+        ``fail_at=k`` makes the k-th allocation of every attempt fail (see
+        :meth:`count_allocations`); it needs a ledger that injects failures.
+        """
         if not self._started:
             raise RuntimeError("start the oracle (use it as a context manager) before check()")
+        if fail_at is not None and self.injector is None:
+            raise ValueError("none of this oracle's ledgers can make allocations fail")
+        self._fail_at = fail_at
+        try:
+            return self._check(case)
+        finally:
+            self._fail_at = None
+
+    def count_allocations(self, case: InitCase) -> int:
+        """How many allocations one run of ``case`` makes (for :meth:`check`'s ``fail_at``)."""
+        if self.injector is None:
+            raise ValueError("none of this oracle's ledgers counts allocations")
+        self.injector.reset_allocations()
+        self.target.run(case)
+        count = self.injector.allocations()
+        if self._queue is not None:
+            self._queue.clear()
+        return count
+
+    def _check(self, case: InitCase) -> Verdict:
         outcome, grown, before, left = self._attempt(case)
         name = self.target.name
+        fail_at = self._fail_at
         findings: list[Finding] = []
         if outcome.status is Status.ERROR:
-            findings.append(Finding(FindingKind.EXCEPTION, name, case, outcome))
+            findings.append(Finding(FindingKind.EXCEPTION, name, case, outcome, fail_at=fail_at))
         if left:
-            findings.append(Finding(FindingKind.ERROR_QUEUE, name, case, outcome, errors_left=left))
+            findings.append(
+                Finding(
+                    FindingKind.ERROR_QUEUE, name, case, outcome, errors_left=left, fail_at=fail_at
+                )
+            )
         if grown:
             leak = self._confirm(case, outcome, self._after_collection(before))
             if leak is not None:
@@ -260,7 +357,32 @@ class Oracle:
                 return None
         assert recurring is not None
         kind = FindingKind.CYCLE if cycle else FindingKind.LEAK
-        return Finding(kind, self.target.name, case, outcome, delta=recurring, replays=self.replays)
+        sites = () if cycle else self._attribute(case)
+        return Finding(
+            kind,
+            self.target.name,
+            case,
+            outcome,
+            delta=recurring,
+            replays=self.replays,
+            sites=sites,
+            fail_at=self._fail_at,
+        )
+
+    def _attribute(self, case: InitCase) -> tuple[Site, ...]:
+        """One more replay with allocation sites recorded: where the leaked blocks come from."""
+        sites: list[Site] = []
+        for ledger in self.ledgers:
+            if not isinstance(ledger, AttributingLedger):
+                continue
+            mark = ledger.begin_attribution()
+            try:
+                self._attempt(case)
+                gc.collect()
+            finally:
+                found = ledger.end_attribution(mark)
+            sites.extend(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes)) for x in found)
+        return tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
 
 
 def _common(so_far: dict[str, int] | None, seen: dict[str, int]) -> dict[str, int]:
@@ -268,6 +390,32 @@ def _common(so_far: dict[str, int] | None, seen: dict[str, int]) -> dict[str, in
     if so_far is None:
         return dict(seen)
     return {k: min(v, seen[k]) for k, v in so_far.items() if k in seen}
+
+
+@runtime_checkable
+class AttributingLedger(Protocol):
+    """A ledger that can say where the blocks live since a mark were allocated."""
+
+    def begin_attribution(self) -> int:
+        """Start recording allocation sites; return a mark."""
+        ...
+
+    def end_attribution(self, mark: int) -> Sequence[Any]:
+        """Stop recording; the sites (``file``, ``line``, ``blocks``, ``bytes``) still live."""
+        ...
+
+
+@runtime_checkable
+class FaultInjector(Protocol):
+    """A ledger that counts allocations and can make the k-th one fail."""
+
+    def reset_allocations(self) -> None: ...
+
+    def allocations(self) -> int: ...
+
+    def fail_at(self, k: int) -> None:
+        """Make the k-th allocation from now fail (0: none)."""
+        ...
 
 
 class LeakError(AssertionError):

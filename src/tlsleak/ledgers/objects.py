@@ -31,6 +31,8 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
+import cffi
+
 from tlsleak.ledgers.base import Counts
 
 __all__ = ["CONSTRUCTORS", "DESTRUCTORS", "TRANSFERS", "UP_REFS", "OpenSSLObjectLedger"]
@@ -142,6 +144,8 @@ class _Books:
         self.counts: dict[str, int] = dict.fromkeys(CONSTRUCTORS, 0)
         #: Addresses handed out again while we thought them live (freed unseen).
         self.unseen_frees = 0
+        #: [constructor calls since reset, the call number to fail (0: none)].
+        self.faults = [0, 0]
 
     def made(self, ptr: Any, kind: str) -> None:
         with self.lock:
@@ -177,6 +181,10 @@ class _Books:
                 self.refs[ptr] = refs + 1
 
     def transfer(self, owner: Any, handed: Iterable[Any]) -> None:
+        if not owner:
+            # Handed to NULL (a caller that did not check its constructor):
+            # nothing takes the references over, they stay the caller's.
+            return
         with self.lock:
             owner_entry = self.kind_of.get(owner)
             seen: list[Any] = []
@@ -206,8 +214,14 @@ class _Books:
 
 def _wrap_constructor(real: Callable[..., Any], books: _Books, kind: str) -> Callable[..., Any]:
     refs, kind_of, counts, made = books.refs, books.kind_of, books.counts, books.made
+    faults = books.faults
 
     def constructor(*args: Any) -> Any:
+        faults[0] += 1
+        if faults[0] == faults[1]:
+            # Allocation-failure injection: this constructor "ran out of
+            # memory".  Its real counterpart is not called at all.
+            return _NULL
         ptr = real(*args)
         if ptr:
             if ptr in refs:
@@ -266,6 +280,11 @@ def _wrap_transfer(
         return result
 
     return transfer
+
+
+# What a constructor returns when a failure is injected: NULL, as a cffi
+# pointer so callers' `ptr == ffi.NULL` and `not ptr` checks see it.
+_NULL: Final = cffi.FFI().NULL
 
 
 class _LibProxy:
@@ -413,7 +432,28 @@ class OpenSSLObjectLedger:
             self._interposer = None
 
     def snapshot(self) -> Counts:
+        return dict(self._books().counts)
+
+    def _books(self) -> _Books:
         if self._interposer is None:
-            raise RuntimeError("snapshot() of a ledger that was not started")
+            raise RuntimeError("the ledger was not started")
         self._interposer.rescan()
-        return dict(self._interposer.books.counts)
+        return self._interposer.books
+
+    # Allocation-failure injection at the binding level: "allocations" are
+    # the counted constructors (SSL_CTX_new, SSL_new, BIO_new, ...), and a
+    # failed one returns NULL as OpenSSL does when it runs out of memory.
+
+    def reset_allocations(self) -> None:
+        """Start counting constructor calls from zero."""
+        self._books().faults[0] = 0
+
+    def allocations(self) -> int:
+        """Constructor calls since :meth:`reset_allocations`."""
+        return self._books().faults[0]
+
+    def fail_at(self, k: int) -> None:
+        """Make the k-th constructor call from now return NULL (0: none)."""
+        faults = self._books().faults
+        faults[0] = 0
+        faults[1] = k
