@@ -22,9 +22,10 @@ from typing import Any, NoReturn, TextIO
 from tlsleak import __version__
 from tlsleak.case import InitCase
 from tlsleak.corpus import CorpusError, bundled_corpus, case_files, load_case, write_case
-from tlsleak.ledgers import LEDGERS, LedgerUnavailable
-from tlsleak.oracle import DEFAULT_REPLAYS, Finding, Oracle
-from tlsleak.targets import TARGETS, UnknownTarget, resolve_target
+from tlsleak.ledgers import LEDGERS
+from tlsleak.oracle import DEFAULT_REPLAYS, Finding
+from tlsleak.targets import TARGETS, resolve_target
+from tlsleak.worker import DEFAULT_TIMEOUT, IsolatedOracle, WorkerError
 
 __all__ = ["main"]
 
@@ -49,6 +50,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
     return value
 
 
@@ -117,6 +128,14 @@ def _parser() -> argparse.ArgumentParser:
         default=64,
         metavar="N",
         help="with --fail-alloc: at most N failing runs per case, sampled (default 64)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="a case still running after this long is a timeout finding "
+        f"(default {DEFAULT_TIMEOUT:g})",
     )
     check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
@@ -204,10 +223,6 @@ def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    try:
-        target = resolve_target(args.target)
-    except UnknownTarget as exc:
-        raise UsageError(str(exc)) from None
     paths = args.paths or [bundled_corpus()]
     files = case_files(paths)
     if (
@@ -219,14 +234,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
     statuses: Counter[str] = Counter()
     findings: list[tuple[Path, Finding]] = []
     started = time.monotonic()
+    # The target runs in a child process: a crash or hang there is a finding,
+    # and the child is started with the heap shim preloaded (see worker.py).
+    oracle = IsolatedOracle(
+        args.target, ledgers=args.ledgers, replays=args.replays, timeout=args.timeout
+    )
     try:
-        oracle = Oracle(target, ledgers=args.ledgers, replays=args.replays).start()
-    except LedgerUnavailable as exc:
-        raise UsageError(f"ledger not active, nothing would be measured: {exc}") from None
+        oracle.start()
+    except WorkerError as exc:
+        raise UsageError(str(exc)) from None
     try:
-        if args.fail_alloc and oracle.injector is None:
+        if args.fail_alloc and not oracle.can_fail_allocations:
             raise UsageError(
-                f"--fail-alloc: no ledger of target {target.name} can make allocations fail"
+                f"--fail-alloc: no ledger of target {oracle.target_name} can make allocations fail"
             )
         for i, path in enumerate(files, 1):
             case = load_case(path)
@@ -243,10 +263,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if show_progress:
             _progress(sys.stderr, "")
     elapsed = time.monotonic() - started
-    _print_report(target.name, files, statuses, findings, elapsed)
+    _print_report(oracle.target_name, files, statuses, findings, elapsed)
     if args.json is not None:
         _write_json_atomically(
-            args.json, _json_report(target.name, oracle, files, statuses, findings)
+            args.json, _json_report(oracle.target_name, oracle, files, statuses, findings)
         )
     return EXIT_FINDINGS if findings else EXIT_CLEAN
 
@@ -304,7 +324,7 @@ def _print_report(
 
 def _json_report(
     target: str,
-    oracle: Oracle,
+    oracle: IsolatedOracle,
     files: Sequence[Path],
     statuses: Counter[str],
     findings: Sequence[tuple[Path, Finding]],
@@ -313,7 +333,7 @@ def _json_report(
         "tool": "tlsleak",
         "version": __version__,
         "target": target,
-        "ledgers": [ledger.name for ledger in oracle.ledgers],
+        "ledgers": oracle.ledger_names,
         "replays": oracle.replays,
         "cases": len(files),
         "outcomes": dict(statuses),

@@ -68,7 +68,7 @@ def _parse(obj: bytes, pem: bool, password: bytes) -> str:
             return f"public key {_key_type(loader(obj))}"
         except TypeError as exc:  # password missing, or given for a plain key
             problems.append(str(exc))
-        except Exception as exc:
+        except Exception as exc:  # any parse failure is just a description
             problems.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     # The key loader's complaint is the telling one for an encrypted key.
     telling = next((p for p in problems if "password" in p.lower()), problems[0])

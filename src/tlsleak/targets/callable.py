@@ -73,7 +73,7 @@ class CallableTarget:
             step = exc.step if isinstance(exc, Rejected) else Step.INIT
             message = exc.message if isinstance(exc, Rejected) else ""
             return Outcome(Status.REJECTED, step, _errors_of(exc), message or str(exc)[:200])
-        except Exception as exc:
+        except Exception as exc:  # anything else is itself a finding
             return Outcome(Status.ERROR, Step.INIT, (), f"{type(exc).__name__}: {exc}")
         return Outcome.accepted()
 

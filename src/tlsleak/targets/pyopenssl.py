@@ -84,7 +84,7 @@ class PyOpenSSLTarget:
             return Outcome(Status.REJECTED, progress.step, _errors_of(exc))
         except Rejected as exc:
             return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
-        except Exception as exc:
+        except Exception as exc:  # anything else is itself a finding
             return Outcome(Status.ERROR, progress.step, (), f"{type(exc).__name__}: {exc}")
         return Outcome.accepted()
 
