@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from tlsleak.ledgers.base import Counts, Ledger, LedgerUnavailable, growth
 from tlsleak.ledgers.fds import FdLedger
+from tlsleak.ledgers.heap import HeapLedger
 from tlsleak.ledgers.objects import OpenSSLObjectLedger
 
 __all__ = [
     "LEDGERS",
     "Counts",
     "FdLedger",
+    "HeapLedger",
     "Ledger",
     "LedgerUnavailable",
     "OpenSSLObjectLedger",
@@ -23,6 +25,7 @@ __all__ = [
 LEDGERS: dict[str, Callable[[], Ledger]] = {
     OpenSSLObjectLedger.name: OpenSSLObjectLedger,
     FdLedger.name: FdLedger,
+    HeapLedger.name: HeapLedger,
 }
 
 
