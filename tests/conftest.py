@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
 from tlsleak.case import InitCase, Mode
@@ -53,3 +58,50 @@ def der_case() -> InitCase:
     return InitCase(
         cert=cert_bytes(ident.leaf, Encoding.DER), key=key_bytes(ident.key, encoding=Encoding.DER)
     )
+
+
+# --- C libraries (the c: target) ---------------------------------------------
+
+#: The C control libraries: sources in tests/c, ABI in docs/c-abi.md.
+C_DIR = Path(__file__).parent / "c"
+C_FLAGS = ("-shared", "-fPIC", "-Wall", "-Wextra", "-O1")
+
+#: Fixture name -> (source in tests/c, extra compiler flags).
+C_CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "leaky": ("control_leaky.c", ()),
+    "fixed": ("control_fixed.c", ()),
+    "sslnew": ("control_sslnew.c", ()),
+    # Never run in-process: it crashes or hangs on cue.
+    "crash": ("control_crash.c", ()),
+    # The fixed control that leaves OpenSSL's errors queued when it fails.
+    "fixed-keep-errors": ("control_fixed.c", ("-DCONTROL_KEEP_ERRORS",)),
+}
+
+CCompiler = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def c_compiler() -> CCompiler:
+    """``build(source, output, *flags)``: a shared library linked with the system OpenSSL."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed, so the C library targets can't be built")
+
+    def build(source: Path, output: Path, *flags: str) -> Path:
+        command = [gcc, *C_FLAGS, *flags, "-o", str(output), str(source), "-lssl", "-lcrypto"]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"cannot build {source.name}:\n{result.stderr}")
+        return output
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def c_controls(tmp_path_factory: pytest.TempPathFactory, c_compiler: CCompiler) -> dict[str, Path]:
+    """The C controls, built once per session: name -> path of the shared library."""
+    folder = tmp_path_factory.mktemp("c-controls")
+    return {
+        name: c_compiler(C_DIR / source, folder / f"{name}.so", *flags)
+        for name, (source, flags) in C_CONTROLS.items()
+    }

@@ -10,10 +10,23 @@ path returned as its own kind of finding.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-__all__ = ["BindingErrorQueue", "ErrorQueue", "OpenSSLError", "binding_error_queue"]
+__all__ = [
+    "SYSTEM_LIBCRYPTO",
+    "BindingErrorQueue",
+    "ErrorQueue",
+    "OpenSSLError",
+    "SystemErrorQueue",
+    "binding_error_queue",
+    "system_error_queue",
+]
+
+#: The system's libcrypto, by soname: the one Python's ``ssl`` module and C
+#: libraries built with ``-lcrypto`` link on this platform (OpenSSL 3).
+SYSTEM_LIBCRYPTO: Final = "libcrypto.so.3"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -58,16 +71,22 @@ class BindingErrorQueue:
             library = lib.ERR_lib_error_string(code)
             reason = lib.ERR_reason_error_string(code)
             out.append(
-                OpenSSLError(
-                    ffi.string(library).decode("ascii", "replace")
-                    if library
-                    else "unknown library",
-                    ffi.string(reason).decode("ascii", "replace")
-                    if reason
-                    else f"reason({code & 0x7FFFFF})",
+                _entry(
+                    code,
+                    ffi.string(library) if library else None,
+                    ffi.string(reason) if reason else None,
                 )
             )
         return tuple(out)
+
+
+def _entry(code: int, library: bytes | None, reason: bytes | None) -> OpenSSLError:
+    # OpenSSL has no string for a library or reason it was built without (or
+    # whose strings were never loaded); the packed code still says which.
+    return OpenSSLError(
+        library.decode("ascii", "replace") if library else "unknown library",
+        reason.decode("ascii", "replace") if reason else f"reason({code & 0x7FFFFF})",
+    )
 
 
 _binding_queue: BindingErrorQueue | None = None
@@ -81,3 +100,51 @@ def binding_error_queue() -> BindingErrorQueue:
 
         _binding_queue = BindingErrorQueue(Binding.lib, Binding.ffi)
     return _binding_queue
+
+
+class SystemErrorQueue:
+    """The error queue of a libcrypto reached through ``ctypes``: by default the system's.
+
+    Python's ``ssl`` module and C libraries linked with ``-lcrypto`` share the
+    system libcrypto (one copy per process, found by soname), so this is the
+    queue their init paths leave errors on.  ``library`` may also be any
+    loaded shared library: the functions resolve through its dependencies to
+    the libcrypto *it* uses.
+    """
+
+    def __init__(self, library: ctypes.CDLL | None = None) -> None:
+        lib = ctypes.CDLL(SYSTEM_LIBCRYPTO) if library is None else library
+        # ctypes assumes int for every result: ERR_get_error's unsigned long
+        # would be cut to 32 bits and the string pointers truncated on 64-bit.
+        self._get_error = lib.ERR_get_error
+        self._get_error.argtypes = []
+        self._get_error.restype = ctypes.c_ulong
+        self._lib_string = lib.ERR_lib_error_string
+        self._lib_string.argtypes = [ctypes.c_ulong]
+        self._lib_string.restype = ctypes.c_char_p
+        self._reason_string = lib.ERR_reason_error_string
+        self._reason_string.argtypes = [ctypes.c_ulong]
+        self._reason_string.restype = ctypes.c_char_p
+        self._clear = lib.ERR_clear_error
+        self._clear.argtypes = []
+        self._clear.restype = None
+
+    def clear(self) -> None:
+        self._clear()
+
+    def drain(self) -> tuple[OpenSSLError, ...]:
+        out = []
+        while code := self._get_error():
+            out.append(_entry(code, self._lib_string(code), self._reason_string(code)))
+        return tuple(out)
+
+
+_system_queue: SystemErrorQueue | None = None
+
+
+def system_error_queue() -> SystemErrorQueue:
+    """The (shared) error queue of the system libcrypto (``OSError`` if it can't be loaded)."""
+    global _system_queue
+    if _system_queue is None:
+        _system_queue = SystemErrorQueue()
+    return _system_queue

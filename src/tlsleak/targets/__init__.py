@@ -26,6 +26,12 @@ def _pyopenssl() -> Target:
     return PyOpenSSLTarget()
 
 
+def _ssl() -> Target:
+    from tlsleak.targets.stdlib_ssl import StdlibSSLTarget
+
+    return StdlibSSLTarget()
+
+
 def _control(leaky: bool) -> Callable[[], Target]:
     def make() -> Target:
         from tlsleak.targets.control import ControlTarget
@@ -38,6 +44,7 @@ def _control(leaky: bool) -> Callable[[], Target]:
 #: Built-in targets by name; the first is the default.
 TARGETS: dict[str, Callable[[], Target]] = {
     "pyopenssl": _pyopenssl,
+    "ssl": _ssl,
     "control-leaky": _control(True),
     "control-fixed": _control(False),
 }
@@ -48,9 +55,18 @@ class UnknownTarget(ValueError):
 
 
 def resolve_target(spec: str) -> Target:
-    """A built-in target by name, or a user callable given as ``package.module:function``."""
+    """A built-in target by name, a user callable as ``package.module:function``, or a C library.
+
+    A C library is given as ``c:PATH`` or ``c:PATH:SYMBOL`` (see
+    :mod:`tlsleak.targets.clib`): ``c:`` is reserved for it, so a Python module
+    named ``c`` can't be a target.
+    """
     if spec in TARGETS:
         return TARGETS[spec]()
+    if spec.startswith("c:"):
+        from tlsleak.targets.clib import c_library_target
+
+        return c_library_target(spec)
     if ":" in spec:
         try:
             return CallableTarget(load_callable(spec), name=spec)
@@ -58,5 +74,5 @@ def resolve_target(spec: str) -> Target:
             raise UnknownTarget(str(exc)) from None
     raise UnknownTarget(
         f"unknown target {spec!r} (built in: {', '.join(TARGETS)}; "
-        "or give your own as package.module:function)"
+        "or give your own as package.module:function or c:PATH)"
     )

@@ -33,6 +33,7 @@ __all__ = ["ControlTarget"]
 
 _lib: Any = Binding.lib
 _ffi: Any = Binding.ffi
+_NO_PASSWORD: Any = _ffi.new("char[]", b"")
 
 
 class _Tls:
@@ -64,7 +65,9 @@ def _read(blob: bytes, pem: Any, der: Any, *pem_args: Any) -> Any:
 
 
 def _read_x509(block: bytes) -> Any:
-    return _read(block, _lib.PEM_read_bio_X509, _lib.d2i_X509_bio, _ffi.NULL, _ffi.NULL)
+    # An empty password, not NULL: for a block with an "ENCRYPTED" PEM header
+    # OpenSSL's default callback would otherwise prompt on the terminal.
+    return _read(block, _lib.PEM_read_bio_X509, _lib.d2i_X509_bio, _ffi.NULL, _NO_PASSWORD)
 
 
 def _certs(blob: bytes) -> list[bytes]:
