@@ -286,6 +286,10 @@ def _failure_points(case: InitCase, count: int, budget: int) -> list[int]:
     return sorted({1, count, *middle})[:budget]
 
 
+#: Allocation sites printed per distinct finding (all are in the JSON report).
+_SITES_SHOWN = 6
+
+
 def _print_report(
     target: str,
     files: Sequence[Path],
@@ -318,6 +322,15 @@ def _print_report(
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for group in groups.values():
+        first = group[0][1]
+        if first.sites:
+            where = f"{first.kind} at {first.step or '-'}"
+            print(f"\nwhere the blocks of the {where} were allocated (example {group[0][0].name}):")
+            for site in first.sites[:_SITES_SHOWN]:
+                print(f"  {site.file}:{site.line}  {site.blocks} blocks, {site.bytes} bytes")
+            if len(first.sites) > _SITES_SHOWN:
+                print(f"  ... {len(first.sites) - _SITES_SHOWN} more sites in the JSON report")
     example = findings[0][0]
     print(f"\nreplay one: tlsleak check {target} {example.parent}/EXAMPLE")
 
