@@ -165,14 +165,15 @@ def test_controls_reject_with_their_own_error_text(
 ) -> None:
     target = _target(c_controls[control])
     queue = system_error_queue()
-    for case, text in (
-        (bad_cert_case, "certificate: cannot parse certificate (PEM routines: "),
-        (bad_key_case, "key: cannot parse private key ("),
+    for case, step, text in (
+        (bad_cert_case, Step.CERTIFICATE, "certificate: cannot parse certificate (PEM routines: "),
+        (bad_key_case, Step.KEY, "key: cannot parse private key ("),
     ):
         outcome = target.run(case)
         queue.clear()
         assert outcome.status is Status.REJECTED
-        assert outcome.step == Step.INIT  # the ABI does not say which step failed
+        # The ABI has no step; the controls start their error text with one.
+        assert outcome.step == step
         assert outcome.message.startswith(text)  # tls_last_error()'s text
         assert outcome.errors == ()  # the queue is the oracle's business
 
@@ -325,3 +326,19 @@ def test_cli_refuses_a_bad_library_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "not a loadable shared library" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "step"),
+    [
+        ("key: bad", "key"),
+        ("check-key: mismatch", "check-key"),
+        ("PEM routines: no start line", "init"),  # not a step name
+        ("no colon at all", "init"),
+        ("", "init"),
+    ],
+)
+def test_step_is_taken_from_the_error_text_only_when_it_names_one(text: str, step: str) -> None:
+    from tlsleak.targets.clib import _step_of
+
+    assert _step_of(text) == step
