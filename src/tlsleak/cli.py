@@ -183,7 +183,10 @@ def _cmd_targets(_args: argparse.Namespace) -> int:
     print(f"{'TARGET':<{width}}  {'LEDGERS':<{lwidth}}  DESCRIPTION")
     for name, ledgers, description in rows:
         print(f"{name:<{width}}  {ledgers:<{lwidth}}  {description}")
-    print("\nYour own init path: package.module:function taking a tlsleak.InitCase.")
+    print("\nYour own init path: package.module:function taking a tlsleak.InitCase,")
+    print("or c:PATH[:SYMBOL] for a C library exporting tls_init_once (docs/c-abi.md).")
+    print("Targets on cryptography's binding also get openssl-heap where it runs on the")
+    print("system libcrypto (checked in the worker process, which has the heap shim).")
     return EXIT_CLEAN
 
 

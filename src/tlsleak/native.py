@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -262,3 +262,23 @@ def is_preloaded() -> bool:
     except LedgerUnavailable:
         return False
     return True
+
+
+def heap_sees(allocate: Callable[[], Callable[[], None]]) -> bool:
+    """Whether the heap ledger counts what ``allocate`` allocates.
+
+    ``allocate`` makes one object and returns a function that frees it.  Used
+    to find out, by trying, whether an OpenSSL binding runs on the hooked
+    system libcrypto (Debian's python3-cryptography, a venv with system site
+    packages) or on a copy of its own (the PyPI wheels): version strings can
+    match by chance, a counted allocation cannot.
+    """
+    try:
+        counter = heap()
+    except LedgerUnavailable:
+        return False
+    before, _ = counter.counts()
+    free = allocate()
+    grew = counter.counts()[0] > before
+    free()
+    return grew

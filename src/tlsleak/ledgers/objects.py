@@ -31,7 +31,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-import cffi
+from cryptography.hazmat.bindings.openssl.binding import Binding
 
 from tlsleak.ledgers.base import Counts
 
@@ -283,8 +283,9 @@ def _wrap_transfer(
 
 
 # What a constructor returns when a failure is injected: NULL, as a cffi
-# pointer so callers' `ptr == ffi.NULL` and `not ptr` checks see it.
-_NULL: Final = cffi.FFI().NULL
+# pointer so callers' `ptr == ffi.NULL` and `not ptr` checks see it (cffi
+# compares pointers by address, whichever FFI made them).
+_NULL: Final = Binding.ffi.NULL
 
 
 class _LibProxy:

@@ -88,8 +88,11 @@ class Target(Protocol):
     name: str
     #: One line saying what the path does.
     description: str
-    #: The ledgers (by name) that can see this target's resources.
-    ledgers: tuple[str, ...]
+
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        """The ledgers (by name) that can see this target's resources."""
+        ...
 
     def run(self, case: InitCase) -> Outcome:
         """Initialise with ``case``, tear down, and say how it ended."""

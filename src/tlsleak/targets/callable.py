@@ -20,6 +20,7 @@ from OpenSSL import SSL, crypto
 
 from tlsleak.case import InitCase
 from tlsleak.errors import ErrorQueue, OpenSSLError, binding_error_queue
+from tlsleak.targets._binding import binding_ledgers
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
 __all__ = ["DEFAULT_REJECTIONS", "CallableTarget", "load_callable"]
@@ -46,7 +47,9 @@ def _errors_of(exc: BaseException) -> tuple[OpenSSLError, ...]:
 class CallableTarget:
     """Wraps ``fn(case)`` as a target."""
 
-    ledgers: tuple[str, ...] = ("openssl-objects", "fds")
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        return binding_ledgers()
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from cryptography.hazmat.bindings.openssl.binding import Binding
 
 from tlsleak.case import InitCase, Mode
 from tlsleak.errors import ErrorQueue, binding_error_queue
+from tlsleak.targets._binding import binding_ledgers
 from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
@@ -155,7 +156,9 @@ def _init(tls: _Tls, case: InitCase) -> None:
 class ControlTarget:
     """Raw-binding init path; ``leaky`` picks the buggy failure branch."""
 
-    ledgers: tuple[str, ...] = ("openssl-objects", "fds")
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        return binding_ledgers()
 
     def __init__(self, *, leaky: bool) -> None:
         self.leaky = leaky

@@ -21,6 +21,7 @@ from OpenSSL import SSL, crypto
 
 from tlsleak.case import InitCase, Mode
 from tlsleak.errors import ErrorQueue, OpenSSLError, binding_error_queue
+from tlsleak.targets._binding import binding_ledgers
 from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
@@ -71,7 +72,10 @@ class PyOpenSSLTarget:
 
     name = "pyopenssl"
     description = "pyOpenSSL: context, CA store, cert+chain, key, key check, connection, SNI"
-    ledgers: tuple[str, ...] = ("openssl-objects", "fds")
+
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        return binding_ledgers()
 
     def error_queue(self) -> ErrorQueue:
         return binding_error_queue()
