@@ -101,3 +101,24 @@ def test_bad_c_targets_are_one_line_errors(
     assert message in err
     assert err.count("\n") == 1
     assert "Traceback" not in err
+
+
+def test_library_crashing_on_load_is_one_line(
+    c_compiler,
+    tmp_path: Path,
+    cases: Path,
+    capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
+) -> None:
+    source = tmp_path / "crash_on_load.c"
+    source.write_text(
+        "#include <signal.h>\n#include <stddef.h>\n"
+        "__attribute__((constructor)) static void boom(void) { raise(SIGSEGV); }\n"
+        "int tls_init_once(const unsigned char *a, size_t b, const unsigned char *c, size_t d,\n"
+        "                  const unsigned char *e, size_t f, int g) { return 0; }\n"
+    )
+    library = c_compiler(source, tmp_path / "crash_on_load.so")
+    assert main(["check", f"c:{library}", str(cases)]) == 2
+    err = capsys.readouterr().err
+    assert "could not be set up" in err
+    assert "SIGSEGV" in err
+    assert err.count("\n") == 1

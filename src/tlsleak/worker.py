@@ -160,7 +160,16 @@ class IsolatedOracle:
             os.close(resp_write)
         self._to_child, self._from_child = req_write, resp_read
         # Setting up imports the target and starts the ledgers: generous time.
-        reply = self._receive(time.monotonic() + max(self.timeout, 60.0))
+        startup = max(self.timeout, 60.0)
+        try:
+            reply = self._receive(time.monotonic() + startup)
+        except TimeoutError:
+            if self._proc is not None:
+                self._proc.kill()
+            self.close()
+            raise WorkerError(
+                f"target {self.spec!r} could not be set up: no answer within {startup:g}s"
+            ) from None
         if reply is None or "error" in reply:
             if reply is not None:
                 message = reply["error"]
