@@ -19,11 +19,10 @@ from __future__ import annotations
 import ctypes
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tlsleak.ledgers.base import LedgerUnavailable
+from tlsleak.ledgers.base import LedgerUnavailable, Site
 
 __all__ = [
     "SHIM_NAME",
@@ -66,19 +65,6 @@ def preload_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     others = [p for p in out.get("LD_PRELOAD", "").replace(":", " ").split() if p != path]
     out["LD_PRELOAD"] = " ".join([path, *others])
     return out
-
-
-@dataclass(frozen=True)
-class Site:
-    """Live blocks allocated at one place in OpenSSL, e.g. ``../ssl/ssl_lib.c:3309``."""
-
-    file: str
-    line: int
-    blocks: int
-    bytes: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.blocks} blocks, {self.bytes} bytes"
 
 
 class _CSite(ctypes.Structure):

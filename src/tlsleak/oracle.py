@@ -27,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tlsleak.case import InitCase, decode
 from tlsleak.errors import OpenSSLError
-from tlsleak.ledgers import Counts, Ledger, growth, make_ledger
+from tlsleak.ledgers import Counts, Ledger, Site, growth, make_ledger
 from tlsleak.targets import CallableTarget, Outcome, Status, Target
 
 __all__ = [
@@ -63,19 +63,6 @@ class FindingKind(enum.StrEnum):
     CRASH = "crash"
     #: The path did not return in time (isolated runs only).
     TIMEOUT = "timeout"
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    """Where leaked heap blocks were allocated: OpenSSL's file and line."""
-
-    file: str
-    line: int
-    blocks: int
-    bytes: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line} {self.blocks} blocks/{self.bytes} B"
 
 
 def format_delta(delta: Mapping[str, int]) -> str:

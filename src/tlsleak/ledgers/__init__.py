@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tlsleak.ledgers.base import Counts, Ledger, LedgerUnavailable, growth
+from tlsleak.ledgers.base import Counts, Ledger, LedgerUnavailable, Site, growth
 from tlsleak.ledgers.fds import FdLedger
 from tlsleak.ledgers.heap import HeapLedger
 from tlsleak.ledgers.objects import OpenSSLObjectLedger
@@ -17,6 +17,7 @@ __all__ = [
     "Ledger",
     "LedgerUnavailable",
     "OpenSSLObjectLedger",
+    "Site",
     "growth",
     "make_ledger",
 ]

@@ -10,11 +10,28 @@ the OpenSSL type names (``SSL_CTX``, ``X509``, ...), the descriptor ledger uses
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Counts", "Ledger", "LedgerUnavailable", "growth"]
+__all__ = ["Counts", "Ledger", "LedgerUnavailable", "Site", "growth"]
 
 Counts = Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """Live blocks allocated at one place, e.g. OpenSSL's ``../ssl/ssl_lib.c:3309``.
+
+    What an attributing ledger reports for a leak, and what findings carry.
+    """
+
+    file: str
+    line: int
+    blocks: int
+    bytes: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line} {self.blocks} blocks/{self.bytes} B"
 
 
 class LedgerUnavailable(RuntimeError):
