@@ -22,8 +22,9 @@ from typing import Any, NoReturn, TextIO
 from tlsleak import __version__
 from tlsleak.case import InitCase
 from tlsleak.corpus import CorpusError, bundled_corpus, case_files, load_case, write_case
+from tlsleak.findings import FindingError, FindingStore, load_finding
 from tlsleak.ledgers import LEDGERS
-from tlsleak.oracle import DEFAULT_REPLAYS, Finding
+from tlsleak.oracle import DEFAULT_REPLAYS, Finding, FindingKind, format_delta
 from tlsleak.targets import TARGETS, resolve_target
 from tlsleak.worker import DEFAULT_TIMEOUT, IsolatedOracle, WorkerError
 
@@ -60,6 +61,13 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
     return value
 
 
@@ -139,6 +147,41 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    check.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="store each distinct finding, with a minimised reproducer, in DIR/findings",
+    )
+    check.add_argument(
+        "--minimize-budget",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="with --out: at most N checks to minimise each new finding (default 100; "
+        "0 stores it as found)",
+    )
+
+    replay = commands.add_parser(
+        "replay",
+        help="re-run a stored finding's reproducer",
+        description="Run the reproducer of FINDING_DIR (written by 'check --out') on the "
+        "finding's target. Exit 1 when the same finding still appears, 0 when it is gone.",
+    )
+    replay.add_argument("folder", type=Path, metavar="FINDING_DIR")
+    replay.add_argument(
+        "--replays",
+        type=_positive_int,
+        default=DEFAULT_REPLAYS,
+        help=f"replays that must show growth again before it is a leak (default {DEFAULT_REPLAYS})",
+    )
+    replay.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds before the run is a timeout finding (default {DEFAULT_TIMEOUT:g})",
+    )
 
     corpus = commands.add_parser("corpus", help="work with corpus folders")
     corpus_commands = corpus.add_subparsers(
@@ -233,6 +276,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         and not (args.json.parent if str(args.json.parent) else Path(".")).is_dir()
     ):
         raise UsageError(f"{args.json}: folder {args.json.parent} does not exist")
+    store = _finding_store(args.out) if args.out is not None else None
     show_progress = not args.quiet and sys.stderr.isatty()
     statuses: Counter[str] = Counter()
     findings: list[tuple[Path, Finding]] = []
@@ -255,10 +299,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
             case = load_case(path)
             verdict = oracle.check(case)
             statuses[str(verdict.outcome.status)] += 1
-            findings.extend((path, f) for f in verdict.findings)
+            found = list(verdict.findings)
             if args.fail_alloc:
                 for k in _failure_points(case, oracle.count_allocations(case), args.fail_budget):
-                    findings.extend((path, f) for f in oracle.check(case, fail_at=k).findings)
+                    found.extend(oracle.check(case, fail_at=k).findings)
+            findings.extend((path, f) for f in found)
+            if store is not None:
+                for finding in found:
+                    _store_finding(store, oracle, finding, path, args.minimize_budget)
             if show_progress:
                 _progress(sys.stderr, f"{i}/{len(files)} cases, {len(findings)} findings")
     finally:
@@ -271,7 +319,74 @@ def _cmd_check(args: argparse.Namespace) -> int:
         _write_json_atomically(
             args.json, _json_report(oracle.target_name, oracle, files, statuses, findings)
         )
+    if store is not None and findings:
+        stored = len({store.path_for(f) for _path, f in findings})
+        print(f"\n{stored} distinct findings stored in {store.folder}")
     return EXIT_FINDINGS if findings else EXIT_CLEAN
+
+
+def _finding_store(out: Path) -> FindingStore:
+    """The store under ``out``, proven writable before any case runs."""
+    folder = out / "findings"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Permission bits don't tell the whole story (read-only mounts, ACLs,
+        # root): writing a file is the one reliable test.
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write there: {exc.strerror or exc}") from None
+    return FindingStore(folder)
+
+
+def _store_finding(
+    store: FindingStore, oracle: IsolatedOracle, finding: Finding, path: Path, budget: int
+) -> None:
+    """Store ``finding``; a new signature is minimised first with the check's own oracle."""
+    if store.has(finding):
+        store.add(finding, finding.case, path)
+        return
+    reproducer, reproduced = finding.case, None
+    # A timeout finding costs the whole timeout per try: not worth shrinking.
+    if budget > 0 and finding.kind is not FindingKind.TIMEOUT:
+        from tlsleak.minimize import minimize, signature_predicate
+
+        predicate = signature_predicate(oracle, finding.signature, fail_at=finding.fail_at)
+        reproducer = minimize(finding.case, predicate, budget=budget)
+        reproduced = predicate.finding_for(reproducer)
+    store.add(finding, reproducer, path, reproducer_finding=reproduced)
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    recorded, case = load_finding(args.folder)
+    oracle = IsolatedOracle(recorded.target, replays=args.replays, timeout=args.timeout)
+    try:
+        oracle.start()
+    except WorkerError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        if recorded.fail_at is not None and not oracle.can_fail_allocations:
+            raise UsageError(
+                f"{args.folder}: an allocation-failure finding, but no ledger of target "
+                f"{oracle.target_name} can make allocations fail"
+            )
+        verdict = oracle.check(case, fail_at=recorded.fail_at)
+    finally:
+        oracle.close()
+    where = f", allocation {recorded.fail_at} failing" if recorded.fail_at is not None else ""
+    print(f"{args.folder}: {recorded.kind} on {recorded.target}{where}")
+    print(f"outcome: {verdict.outcome.describe()}")
+    for finding in verdict.findings:
+        what = format_delta(finding.delta) if finding.delta else finding.summary()
+        print(f"  {finding.kind} at {finding.step or '-'}: {what}")
+        for site in finding.sites[:_SITES_SHOWN]:
+            print(f"    {site}")
+    if any(f.signature == recorded.signature for f in verdict.findings):
+        print("still there: the same finding appears again")
+        return EXIT_FINDINGS
+    print("gone: the reproducer no longer gives this finding")
+    return EXIT_CLEAN
 
 
 def _failure_points(case: InitCase, count: int, budget: int) -> list[int]:
@@ -402,10 +517,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_defects(args)
         if args.command == "check":
             return _cmd_check(args)
+        if args.command == "replay":
+            return _cmd_replay(args)
         if args.corpus_command == "show":
             return _cmd_corpus_show(args)
         return _cmd_corpus_grow(args)
-    except (UsageError, CorpusError) as exc:
+    except (UsageError, CorpusError, FindingError) as exc:
         print(f"tlsleak: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from tlsleak.case import InitCase, decode
+from tlsleak.errors import OpenSSLError
 from tlsleak.oracle import DEFAULT_REPLAYS, Finding, FindingKind, Oracle, Verdict
 from tlsleak.targets import Outcome, Status
 
@@ -195,7 +196,8 @@ class IsolatedOracle:
         if isinstance(reply, Verdict):
             return reply
         findings = tuple(Finding.from_json(f) for f in reply["findings"])
-        outcome = Outcome(Status(reply["status"]), reply["step"], (), reply["message"])
+        errors = tuple(OpenSSLError(lib, reason) for lib, reason in reply["errors"])
+        outcome = Outcome(Status(reply["status"]), reply["step"], errors, reply["message"])
         return Verdict(case, outcome, findings)
 
     def count_allocations(self, case: InitCase) -> int:
@@ -251,7 +253,8 @@ def _serve(oracle: Oracle, requests: int, replies: int) -> None:
         reply = {
             "status": str(verdict.outcome.status),
             "step": None if verdict.outcome.step is None else str(verdict.outcome.step),
-            "message": verdict.outcome.describe(),
+            "errors": [[e.library, e.reason] for e in verdict.outcome.errors],
+            "message": verdict.outcome.message,
             "findings": [f.to_json() for f in verdict.findings],
         }
         _write(replies, json.dumps(reply).encode())
