@@ -54,8 +54,8 @@ def echo_library(tmp_path_factory: pytest.TempPathFactory, c_compiler: CCompiler
 
 @pytest.fixture(scope="module")
 def doc_example(tmp_path_factory: pytest.TempPathFactory, c_compiler: CCompiler) -> Path:
-    """The example library of docs/c-abi.md, built exactly as written there."""
-    text = (REPO / "docs" / "c-abi.md").read_text()
+    """The example library of the README's "C libraries" section, built exactly as written."""
+    text = (REPO / "README.md").read_text()
     [source_text] = [
         block
         for block in re.findall(r"```c\n(.*?)```", text, re.S)
