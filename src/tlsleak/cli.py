@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from tlsleak import __version__
-from tlsleak.case import InitCase
+from tlsleak.case import InitCase, Mode
 from tlsleak.corpus import CorpusError, bundled_corpus, case_files, load_case, write_case
 from tlsleak.findings import FindingError, FindingStore, load_finding
 from tlsleak.ledgers import LEDGERS
@@ -208,6 +208,40 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="only this defect (repeatable; default: all, plus valid cases)",
     )
+    stats = corpus_commands.add_parser(
+        "stats",
+        help="count modes, key types, encodings and labels (and what a target makes of them)",
+        description="Count what the case files under DIR hold. With --target, also run "
+        "each case on TARGET and count outcomes and the (step, OpenSSL error) pairs reached.",
+    )
+    stats.add_argument("folders", nargs="+", type=Path, metavar="DIR")
+    stats.add_argument("--target", metavar="TARGET", help="also run every case on TARGET")
+    imp = corpus_commands.add_parser(
+        "import",
+        help="turn raw PEM/DER files into cases",
+        description="Make one case per file (a folder: every regular non-hidden file in "
+        "it), with the file's bytes as the CA, certificate or key blob, labelled "
+        "'imported', and store the new ones in DIR.",
+    )
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--as", dest="as_field", required=True, choices=["ca", "cert", "key"])
+    imp.add_argument("--into", required=True, type=Path, metavar="DIR")
+    imp.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SERVER.value)
+    imp.add_argument(
+        "--with-material",
+        action="store_true",
+        help="fill the other blobs with a valid EC P-256 identity (default: leave them empty)",
+    )
+    merge = corpus_commands.add_parser(
+        "merge",
+        help="copy a minimal set of cases keeping every distinct behaviour",
+        description="Copy into DIR the smallest case per label set or, with --target, per "
+        "(status, step, OpenSSL errors, labels) on TARGET and per finding. SRC is never "
+        "modified.",
+    )
+    merge.add_argument("sources", nargs="+", type=Path, metavar="SRC")
+    merge.add_argument("--into", required=True, type=Path, metavar="DIR")
+    merge.add_argument("--target", metavar="TARGET", help="tell behaviours apart by running TARGET")
     return parser
 
 
@@ -507,6 +541,59 @@ def _cmd_corpus_grow(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _started_oracle(target: str | None) -> IsolatedOracle | None:
+    if target is None:
+        return None
+    oracle = IsolatedOracle(target)
+    try:
+        return oracle.start()
+    except WorkerError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _cmd_corpus_stats(args: argparse.Namespace) -> int:
+    from tlsleak.corpus_tools import corpus_stats, format_stats
+
+    # Refuse bad paths before a worker is started for them.
+    case_files(args.folders)
+    oracle = _started_oracle(args.target)
+    try:
+        target = oracle.target_name if oracle is not None else None
+        stats = corpus_stats(args.folders, oracle, target)
+    finally:
+        if oracle is not None:
+            oracle.close()
+    print(format_stats(stats))
+    return EXIT_CLEAN
+
+
+def _cmd_corpus_import(args: argparse.Namespace) -> int:
+    from tlsleak.corpus_tools import import_blobs
+
+    result = import_blobs(
+        args.paths, args.as_field, args.into, Mode(args.mode), with_material=args.with_material
+    )
+    print(f"{args.into}: {result.new} new cases, {result.present} already there")
+    return EXIT_CLEAN
+
+
+def _cmd_corpus_merge(args: argparse.Namespace) -> int:
+    from tlsleak.corpus_tools import merge_corpora
+
+    case_files(args.sources)
+    oracle = _started_oracle(args.target)
+    try:
+        result = merge_corpora(args.sources, args.into, oracle)
+    finally:
+        if oracle is not None:
+            oracle.close()
+    print(
+        f"{args.into}: kept {result.kept}/{result.total} cases "
+        f"({result.new} new, {result.kept - result.new} already there)"
+    )
+    return EXIT_CLEAN
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tlsleak`` console script."""
     try:
@@ -521,6 +608,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_replay(args)
         if args.corpus_command == "show":
             return _cmd_corpus_show(args)
+        if args.corpus_command == "stats":
+            return _cmd_corpus_stats(args)
+        if args.corpus_command == "import":
+            return _cmd_corpus_import(args)
+        if args.corpus_command == "merge":
+            return _cmd_corpus_merge(args)
         return _cmd_corpus_grow(args)
     except (UsageError, CorpusError, FindingError) as exc:
         print(f"tlsleak: error: {exc}", file=sys.stderr)

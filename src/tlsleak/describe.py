@@ -19,12 +19,12 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from tlsleak.case import InitCase
 from tlsleak.targets._blobs import is_pem, pem_blocks
 
-__all__ = ["describe_case"]
+__all__ = ["describe_case", "key_type_name"]
 
 _LABEL = re.compile(rb"-----BEGIN ([^-\r\n]{0,64})-----")
 
 
-def _key_type(key: Any) -> str:
+def key_type_name(key: Any) -> str:
     if isinstance(key, rsa.RSAPrivateKey | rsa.RSAPublicKey):
         return f"RSA {key.key_size}"
     if isinstance(key, ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey):
@@ -44,7 +44,7 @@ def _cert_text(cert: x509.Certificate) -> str:
     except ValueError:
         subject = "<undecodable subject>"
     try:
-        key = _key_type(cert.public_key())
+        key = key_type_name(cert.public_key())
     except (ValueError, TypeError):
         key = "unsupported key"
     after = cert.not_valid_after_utc.date().isoformat()
@@ -64,8 +64,8 @@ def _parse(obj: bytes, pem: bool, password: bytes) -> str:
             if kind == "cert":
                 return _cert_text(loader(obj))
             if kind == "key":
-                return f"private key {_key_type(loader(obj, password or None))}"
-            return f"public key {_key_type(loader(obj))}"
+                return f"private key {key_type_name(loader(obj, password or None))}"
+            return f"public key {key_type_name(loader(obj))}"
         except TypeError as exc:  # password missing, or given for a plain key
             problems.append(str(exc))
         except Exception as exc:  # any parse failure is just a description
