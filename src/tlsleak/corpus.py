@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -29,8 +29,10 @@ __all__ = [
     "bundled_corpus",
     "case_files",
     "content_name",
+    "list_files",
     "load_case",
     "load_cases",
+    "read_limited",
     "write_case",
 ]
 
@@ -54,11 +56,16 @@ def _is_case_file(path: Path) -> bool:
     return not path.name.startswith(".") and not path.name.upper().startswith("README")
 
 
-def case_files(paths: Iterable[Path]) -> list[Path]:
-    """The case files named by ``paths`` (files, or folders read one level deep), sorted.
+def list_files(
+    paths: Iterable[Path],
+    *,
+    wanted: Callable[[Path], bool] = _is_case_file,
+    what: str = "case files",
+) -> list[Path]:
+    """The ``wanted`` files named by ``paths`` (files, or folders read one level deep), sorted.
 
     Raises :class:`CorpusError` for a missing or unreadable path and for a
-    folder that holds no case file.
+    folder that holds none of ``what``.
     """
     found: list[Path] = []
     for path in paths:
@@ -66,11 +73,11 @@ def case_files(paths: Iterable[Path]) -> list[Path]:
             raise CorpusError(f"{path}: no such file or folder")
         if path.is_dir():
             try:
-                entries = sorted(p for p in path.iterdir() if p.is_file() and _is_case_file(p))
+                entries = sorted(p for p in path.iterdir() if p.is_file() and wanted(p))
             except OSError as exc:
                 raise CorpusError(f"{path}: cannot list folder: {exc.strerror}") from None
             if not entries:
-                raise CorpusError(f"{path}: folder holds no case files")
+                raise CorpusError(f"{path}: folder holds no {what}")
             found.extend(entries)
         elif path.is_file():
             found.append(path)
@@ -79,18 +86,26 @@ def case_files(paths: Iterable[Path]) -> list[Path]:
     return found
 
 
-def load_case(path: Path) -> InitCase:
-    """Read and decode one case file."""
+def case_files(paths: Iterable[Path]) -> list[Path]:
+    """The case files named by ``paths`` (see :func:`list_files`)."""
+    return list_files(paths)
+
+
+def read_limited(path: Path, what: str = "a case file") -> bytes:
+    """The bytes of ``path``, refused past :data:`MAX_CASE_BYTES` with a one-line error."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_CASE_BYTES + 1)
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read: {exc.strerror}") from None
     if len(data) > MAX_CASE_BYTES:
-        raise CorpusError(
-            f"{path}: larger than {MAX_CASE_BYTES // (1024 * 1024)} MiB, not a case file"
-        )
-    return decode(data)
+        raise CorpusError(f"{path}: larger than {MAX_CASE_BYTES // (1024 * 1024)} MiB, not {what}")
+    return data
+
+
+def load_case(path: Path) -> InitCase:
+    """Read and decode one case file."""
+    return decode(read_limited(path))
 
 
 def load_cases(paths: Iterable[Path]) -> Iterator[tuple[Path, InitCase]]:

@@ -25,7 +25,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tlsleak.case import InitCase, Mode
-from tlsleak.corpus import MAX_CASE_BYTES, CorpusError, load_cases, write_case
+from tlsleak.corpus import (
+    MAX_CASE_BYTES,
+    CorpusError,
+    list_files,
+    load_cases,
+    read_limited,
+    write_case,
+)
 from tlsleak.describe import key_type_name
 from tlsleak.oracle import Verdict
 from tlsleak.targets._blobs import is_pem, pem_blocks
@@ -221,39 +228,6 @@ def imported_case(
     return replace(case, key=blob)
 
 
-def _import_files(paths: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise CorpusError(f"{path}: no such file or folder")
-        if path.is_dir():
-            try:
-                entries = sorted(
-                    p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                )
-            except OSError as exc:
-                raise CorpusError(f"{path}: cannot list folder: {exc.strerror}") from None
-            if not entries:
-                raise CorpusError(f"{path}: folder holds no files to import")
-            files.extend(entries)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise CorpusError(f"{path}: not a regular file or folder")
-    return files
-
-
-def _read_blob(path: Path) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_CASE_BYTES + 1)
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > MAX_CASE_BYTES:
-        raise CorpusError(f"{path}: larger than {MAX_CASE_BYTES // (1024 * 1024)} MiB, not a blob")
-    return data
-
-
 def import_blobs(
     paths: Sequence[Path],
     as_field: str,
@@ -270,8 +244,12 @@ def import_blobs(
     if into.exists() and not into.is_dir():
         raise CorpusError(f"{into}: exists and is not a folder")
     cases: list[InitCase] = []
-    for path in _import_files(paths):
-        case = imported_case(_read_blob(path), as_field, mode, with_material=with_material)
+    importable = list_files(
+        paths, wanted=lambda p: not p.name.startswith("."), what="files to import"
+    )
+    for path in importable:
+        blob = read_limited(path, "a blob")
+        case = imported_case(blob, as_field, mode, with_material=with_material)
         # The material adds a few KiB: a blob just under the limit would make a
         # case file that load_case then refuses.
         if len(case.encode()) > MAX_CASE_BYTES:
