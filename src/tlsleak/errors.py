@@ -21,6 +21,7 @@ __all__ = [
     "OpenSSLError",
     "SystemErrorQueue",
     "binding_error_queue",
+    "pyopenssl_error_entries",
     "system_error_queue",
 ]
 
@@ -148,3 +149,15 @@ def system_error_queue() -> SystemErrorQueue:
     if _system_queue is None:
         _system_queue = SystemErrorQueue()
     return _system_queue
+
+
+def pyopenssl_error_entries(exc: BaseException) -> tuple[OpenSSLError, ...]:
+    """The OpenSSL errors a pyOpenSSL ``SSL.Error``/``crypto.Error`` carries.
+
+    pyOpenSSL drains the queue into ``args[0]`` as ``[(library, function,
+    reason), ...]``; OpenSSL 3 leaves the function empty.
+    """
+    entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+    return tuple(
+        OpenSSLError(str(e[0]), str(e[2])) for e in entries if isinstance(e, tuple) and len(e) == 3
+    )

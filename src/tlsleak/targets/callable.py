@@ -19,9 +19,15 @@ from typing import Any
 from OpenSSL import SSL, crypto
 
 from tlsleak.case import InitCase
-from tlsleak.errors import ErrorQueue, OpenSSLError, binding_error_queue
+from tlsleak.errors import (
+    ErrorQueue,
+    OpenSSLError,
+    binding_error_queue,
+    pyopenssl_error_entries,
+)
 from tlsleak.targets._binding import binding_ledgers
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
+from tlsleak.targets.stdlib_ssl import ssl_error_entries
 
 __all__ = ["DEFAULT_REJECTIONS", "CallableTarget", "load_callable"]
 
@@ -37,11 +43,8 @@ def _errors_of(exc: BaseException) -> tuple[OpenSSLError, ...]:
     if isinstance(exc, Rejected):
         return exc.errors
     if isinstance(exc, ssl.SSLError):
-        return (OpenSSLError(str(exc.library or "unknown library"), str(exc.reason or exc)),)
-    entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
-    return tuple(
-        OpenSSLError(str(e[0]), str(e[2])) for e in entries if isinstance(e, tuple) and len(e) == 3
-    )
+        return ssl_error_entries(exc)
+    return pyopenssl_error_entries(exc)
 
 
 class CallableTarget:

@@ -20,7 +20,7 @@ from typing import Any
 from OpenSSL import SSL, crypto
 
 from tlsleak.case import InitCase, Mode
-from tlsleak.errors import ErrorQueue, OpenSSLError, binding_error_queue
+from tlsleak.errors import ErrorQueue, binding_error_queue, pyopenssl_error_entries
 from tlsleak.targets._binding import binding_ledgers
 from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
@@ -52,14 +52,6 @@ def _load_key(blob: bytes, password: bytes) -> crypto.PKey:
     return crypto.load_privatekey(crypto.FILETYPE_ASN1, blob)
 
 
-def _errors_of(exc: Exception) -> tuple[OpenSSLError, ...]:
-    # pyOpenSSL's Error carries [(library, function, reason), ...] in args[0].
-    entries = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
-    return tuple(
-        OpenSSLError(str(e[0]), str(e[2])) for e in entries if isinstance(e, tuple) and len(e) == 3
-    )
-
-
 class _Progress:
     __slots__ = ("step",)
 
@@ -85,7 +77,7 @@ class PyOpenSSLTarget:
         try:
             self._init(case, progress)
         except (SSL.Error, crypto.Error) as exc:
-            return Outcome(Status.REJECTED, progress.step, _errors_of(exc))
+            return Outcome(Status.REJECTED, progress.step, pyopenssl_error_entries(exc))
         except Rejected as exc:
             return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
         except Exception as exc:  # anything else is itself a finding

@@ -136,7 +136,7 @@ def _reason_text(exc: ssl.SSLError) -> str:
     return _SSL_LINE.sub("", _LIBRARY_PREFIX.sub("", str(exc))).strip() or "unknown reason"
 
 
-def _errors_of(exc: ssl.SSLError) -> tuple[OpenSSLError, ...]:
+def ssl_error_entries(exc: ssl.SSLError) -> tuple[OpenSSLError, ...]:
     # CPython keeps only the newest queue entry (then clears the queue), as
     # mnemonics: library "PEM", reason "NO_START_LINE".  Errors CPython makes
     # up itself ("cadata does not contain a certificate") have neither.
@@ -148,7 +148,7 @@ def _errors_of(exc: ssl.SSLError) -> tuple[OpenSSLError, ...]:
 
 
 def _rejected(step: str, exc: ssl.SSLError) -> Rejected:
-    return Rejected(step, str(exc), _errors_of(exc))
+    return Rejected(step, str(exc), ssl_error_entries(exc))
 
 
 def _write_private(folder: str, name: str, data: bytes) -> str:
