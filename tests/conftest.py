@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tlsleak.case import InitCase, Mode
+from tlsleak.corpus import write_case
 from tlsleak.material import Encoding, KeyType, cert_bytes, identity, key_bytes
 
 #: A PEM block whose body is not a certificate: OpenSSL's parser rejects it.
@@ -50,6 +51,17 @@ def bad_key_case() -> InitCase:
     return InitCase(
         ca=cert_bytes(ident.root), cert=cert_bytes(ident.leaf), key=key_bytes(ident.key)[:-40]
     )
+
+
+@pytest.fixture
+def small_corpus(
+    tmp_path: Path, valid_case: InitCase, bad_cert_case: InitCase, bad_key_case: InitCase
+) -> Path:
+    """A corpus folder with one valid, one bad-certificate and one bad-key case."""
+    folder = tmp_path / "corpus"
+    for case in (valid_case, bad_cert_case, bad_key_case):
+        write_case(folder, case)
+    return folder
 
 
 @pytest.fixture

@@ -16,21 +16,16 @@ from tlsleak.cli import main
 from tlsleak.corpus import write_case
 
 
-@pytest.fixture
-def cases(
-    tmp_path: Path, valid_case: InitCase, bad_cert_case: InitCase, bad_key_case: InitCase
-) -> Path:
-    folder = tmp_path / "cases"
-    for case in (valid_case, bad_cert_case, bad_key_case):
-        write_case(folder, case)
-    return folder
-
-
 def test_leaky_c_control_is_reported_with_sites(
-    c_controls: dict[str, Path], cases: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    c_controls: dict[str, Path],
+    small_corpus: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     report = tmp_path / "report.json"
-    assert main(["check", f"c:{c_controls['leaky']}", str(cases), "--json", str(report)]) == 1
+    assert (
+        main(["check", f"c:{c_controls['leaky']}", str(small_corpus), "--json", str(report)]) == 1
+    )
     out = capsys.readouterr().out
     assert "heap.blocks" in out
     assert "ssl/ssl_lib.c" in out  # SSL_CTX_new's and SSL_new's allocations
@@ -43,9 +38,9 @@ def test_leaky_c_control_is_reported_with_sites(
 
 
 def test_fixed_c_control_is_clean(
-    c_controls: dict[str, Path], cases: Path, capsys: pytest.CaptureFixture[str]
+    c_controls: dict[str, Path], small_corpus: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", f"c:{c_controls['fixed']}", str(cases)]) == 0
+    assert main(["check", f"c:{c_controls['fixed']}", str(small_corpus)]) == 0
     assert "no findings" in capsys.readouterr().out
 
 
@@ -93,10 +88,14 @@ def test_crashing_c_control_does_not_stop_check(
     [("missing.so", "no such file"), ("text.so", "not a loadable shared library")],
 )
 def test_bad_c_targets_are_one_line_errors(
-    library: str, message: str, cases: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    library: str,
+    message: str,
+    small_corpus: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     (tmp_path / "text.so").write_text("not an ELF file")
-    assert main(["check", f"c:{tmp_path / library}", str(cases)]) == 2
+    assert main(["check", f"c:{tmp_path / library}", str(small_corpus)]) == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1
@@ -106,7 +105,7 @@ def test_bad_c_targets_are_one_line_errors(
 def test_library_crashing_on_load_is_one_line(
     c_compiler,
     tmp_path: Path,
-    cases: Path,
+    small_corpus: Path,
     capsys: pytest.CaptureFixture[str],  # type: ignore[no-untyped-def]
 ) -> None:
     source = tmp_path / "crash_on_load.c"
@@ -117,7 +116,7 @@ def test_library_crashing_on_load_is_one_line(
         "                  const unsigned char *e, size_t f, int g) { return 0; }\n"
     )
     library = c_compiler(source, tmp_path / "crash_on_load.so")
-    assert main(["check", f"c:{library}", str(cases)]) == 2
+    assert main(["check", f"c:{library}", str(small_corpus)]) == 2
     err = capsys.readouterr().err
     assert "could not be set up" in err
     assert "SIGSEGV" in err

@@ -14,16 +14,6 @@ from tlsleak.cli import main
 from tlsleak.corpus import write_case
 
 
-@pytest.fixture
-def small_corpus(
-    tmp_path: Path, valid_case: InitCase, bad_cert_case: InitCase, bad_key_case: InitCase
-) -> Path:
-    folder = tmp_path / "corpus"
-    for case in (valid_case, bad_cert_case, bad_key_case):
-        write_case(folder, case)
-    return folder
-
-
 def test_targets_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["targets"]) == 0
     out = capsys.readouterr().out

@@ -225,16 +225,6 @@ def test_load_finding_refuses_what_is_not_a_finding(tmp_path: Path) -> None:
 # --- the command line -------------------------------------------------------------------
 
 
-@pytest.fixture
-def small_corpus(
-    tmp_path: Path, valid_case: InitCase, bad_cert_case: InitCase, bad_key_case: InitCase
-) -> Path:
-    folder = tmp_path / "corpus"
-    for case in (valid_case, bad_cert_case, bad_key_case):
-        write_case(folder, case)
-    return folder
-
-
 def test_check_out_stores_minimised_findings_that_replay(
     tmp_path: Path, small_corpus: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
