@@ -1,0 +1,85 @@
+"""Where a mutator's decisions come from: a seeded RNG or Hypothesis's ``draw``.
+
+The structure-aware mutators (:mod:`tlsleak.der`, :mod:`tlsleak.pem`) are
+written once against :class:`Choices` and used twice:
+
+- by the fuzzer's custom mutator, with :class:`RandomChoices` around a
+  ``random.Random`` seeded from libFuzzer's seed, so a mutation is
+  reproducible;
+- by Hypothesis strategies, with :class:`DrawChoices` around ``draw``, so every
+  decision is a Hypothesis choice and shrinks like one: integers towards
+  ``low``, choices towards the first option, byte strings towards short and
+  zero, booleans towards False.
+
+A mutator lists its options simplest first, so that what Hypothesis shrinks
+towards is also the least surprising mutation.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
+
+from hypothesis import strategies as st
+from hypothesis.strategies import DrawFn
+
+__all__ = ["Choices", "DrawChoices", "RandomChoices"]
+
+T = TypeVar("T")
+
+
+class Choices(Protocol):
+    """A source of decisions; every method shrinks towards its first/smallest answer."""
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer in ``[low, high]`` (both included; ``low <= high``)."""
+        ...
+
+    def choice(self, options: Sequence[T]) -> T:
+        """One of ``options`` (not empty)."""
+        ...
+
+    def boolean(self) -> bool: ...
+
+    def blob(self, min_size: int, max_size: int) -> bytes:
+        """Bytes of a length in ``[min_size, max_size]``."""
+        ...
+
+
+class RandomChoices:
+    """Decisions from a ``random.Random`` (the fuzzer's custom mutator)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def integer(self, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.rng.randrange(len(options))]
+
+    def boolean(self) -> bool:
+        return self.rng.random() < 0.5
+
+    def blob(self, min_size: int, max_size: int) -> bytes:
+        return self.rng.randbytes(self.rng.randint(min_size, max_size))
+
+
+class DrawChoices:
+    """Decisions drawn through Hypothesis (inside ``@st.composite`` or ``st.data()``)."""
+
+    def __init__(self, draw: DrawFn) -> None:
+        self.draw = draw
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.draw(st.integers(0, len(options) - 1))]
+
+    def boolean(self) -> bool:
+        return self.draw(st.booleans())
+
+    def blob(self, min_size: int, max_size: int) -> bytes:
+        return self.draw(st.binary(min_size=min_size, max_size=max_size))
