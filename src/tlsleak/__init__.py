@@ -12,17 +12,60 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from tlsleak.case import InitCase, Mode, decode, encode
-from tlsleak.errors import OpenSSLError
-from tlsleak.oracle import (
-    Finding,
-    FindingKind,
-    LeakError,
-    Oracle,
-    Verdict,
-    assert_no_leaks,
-)
-from tlsleak.targets import CallableTarget, Outcome, Rejected, Status, Step, Target
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tlsleak.case import InitCase, Mode, decode, encode
+    from tlsleak.errors import OpenSSLError
+    from tlsleak.oracle import (
+        Finding,
+        FindingKind,
+        LeakError,
+        Oracle,
+        Verdict,
+        assert_no_leaks,
+    )
+    from tlsleak.targets import CallableTarget, Outcome, Rejected, Status, Step, Target
+
+# Where each public name lives.  They are imported on first use (PEP 562) so
+# that ``import tlsleak.<module>`` runs nothing else: the fuzz worker imports
+# the oracle and the targets inside atheris's instrument_imports(), which only
+# instruments modules imported for the first time there.
+_HOMES = {
+    "InitCase": "tlsleak.case",
+    "Mode": "tlsleak.case",
+    "decode": "tlsleak.case",
+    "encode": "tlsleak.case",
+    "OpenSSLError": "tlsleak.errors",
+    "Finding": "tlsleak.oracle",
+    "FindingKind": "tlsleak.oracle",
+    "LeakError": "tlsleak.oracle",
+    "Oracle": "tlsleak.oracle",
+    "Verdict": "tlsleak.oracle",
+    "assert_no_leaks": "tlsleak.oracle",
+    "CallableTarget": "tlsleak.targets",
+    "Outcome": "tlsleak.targets",
+    "Rejected": "tlsleak.targets",
+    "Status": "tlsleak.targets",
+    "Step": "tlsleak.targets",
+    "Target": "tlsleak.targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tlsleak' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "CallableTarget",

@@ -3,7 +3,8 @@
 Layout of ``FindingStore(folder)``::
 
     folder/
-      <kind>-<step>-<sha12>/     sha12: first 12 hex digits of sha256(signature)
+      <kind>-<where>-<sha12>/    where: the step, or for a leak the outermost leaked
+                                 object types; sha12: 12 hex digits of sha256(signature)
         reproducer               the minimised case, encoded        (0600)
         original                 the case as it was found, encoded  (0600)
         finding.json             Finding.to_json() of the reproducer's finding,
@@ -46,7 +47,7 @@ from typing import Any, Final
 
 from tlsleak.case import InitCase
 from tlsleak.corpus import CorpusError, load_case
-from tlsleak.oracle import Finding, format_delta
+from tlsleak.oracle import Finding, FindingKind, format_delta, root_counters
 
 __all__ = ["FindingError", "FindingStore", "folder_name", "load_finding"]
 
@@ -58,7 +59,7 @@ SUMMARY: Final = "summary.txt"
 #: Leftover temporary folders older than this are removed by the next store.
 STALE_SECONDS: Final = 3600.0
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 
 class FindingError(Exception):
@@ -66,11 +67,18 @@ class FindingError(Exception):
 
 
 def folder_name(finding: Finding) -> str:
-    """``<kind>-<step>-<first 12 hex of sha256(signature)>``."""
+    """``<kind>-<where>-<first 12 hex of sha256(signature)>``.
+
+    ``where`` is the step for most kinds, and the outermost leaked object
+    types for a leak or a cycle (whose signature names no step).
+    """
     digest = hashlib.sha256(finding.signature.encode("utf-8")).hexdigest()[:12]
+    if finding.kind in (FindingKind.LEAK, FindingKind.CYCLE):
+        where = "+".join(root_counters(finding.delta)) or "none"
+    else:
+        where = str(finding.step) if finding.step else "none"
     # Steps of user targets are free text: keep the name one safe path component.
-    step = _UNSAFE.sub("_", str(finding.step)) if finding.step else "none"
-    return f"{finding.kind}-{step}-{digest}"
+    return f"{finding.kind}-{_UNSAFE.sub('_', where)}-{digest}"
 
 
 def _now() -> str:
@@ -219,10 +227,24 @@ class FindingStore:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def _bump(self, target: Path) -> None:
+    def add_repeats(self, finding: Finding, times: int) -> Path:
+        """Count ``times`` more sightings of ``finding``'s (stored) signature.
+
+        A campaign sees a known leak hundreds of times a second; it counts
+        them in memory and calls this now and then, one rewrite per call.
+        """
+        target = self.path_for(finding)
+        if times > 0:
+            try:
+                self._bump(target, times)
+            except OSError as exc:
+                raise FindingError(f"{target}: cannot write: {exc.strerror or exc}") from None
+        return target
+
+    def _bump(self, target: Path, times: int = 1) -> None:
         payload = _read_json(target)
         count = payload.get("count", 1)
-        payload["count"] = (count if isinstance(count, int) else 1) + 1
+        payload["count"] = (count if isinstance(count, int) else 1) + times
         payload["last_seen"] = _now()
         _write_file(target, FINDING_JSON, _json_bytes(payload))
 

@@ -23,7 +23,7 @@ import enum
 import gc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 from tlsleak.case import InitCase, decode
 from tlsleak.errors import OpenSSLError
@@ -32,6 +32,7 @@ from tlsleak.targets import CallableTarget, Outcome, Status, Target
 
 __all__ = [
     "DEFAULT_REPLAYS",
+    "OWNERSHIP",
     "AttributingLedger",
     "FaultInjector",
     "Finding",
@@ -42,6 +43,7 @@ __all__ = [
     "Verdict",
     "assert_no_leaks",
     "format_delta",
+    "root_counters",
 ]
 
 #: Replays that must all show the growth again before it is called a leak.
@@ -63,6 +65,43 @@ class FindingKind(enum.StrEnum):
     CRASH = "crash"
     #: The path did not return in time (isolated runs only).
     TIMEOUT = "timeout"
+
+
+#: OpenSSL object types, owners before what they own: a leaked SSL keeps its
+#: SSL_CTX (a reference) and BIOs alive, a leaked SSL_CTX its store, certificate
+#: and key.  See :func:`root_counters`.
+OWNERSHIP: Final = (
+    "SSL",
+    "SSL_CTX",
+    "X509_STORE_CTX",
+    "X509_STORE",
+    "SSL_SESSION",
+    "X509",
+    "X509_CRL",
+    "EVP_PKEY",
+    "EC_KEY",
+    "DH",
+    "X509_NAME",
+    "BIO",
+)
+
+
+def root_counters(delta: Mapping[str, int]) -> list[str]:
+    """The counters of ``delta`` that name the bug rather than its consequences.
+
+    When typed objects leaked, the outermost ones in :data:`OWNERSHIP` order
+    (the first leaked type and any other of the two outermost levels seen:
+    SSL and SSL_CTX both, when both leaked); the heap's blocks and bytes and
+    the file descriptors are then what those objects hold.  Without typed
+    objects, every counter.  Mongoose's bug leaked SSL_CTX and SSL after a bad
+    CA, and SSL_CTX, SSL and the X509 it already held after a bad key: the
+    same missing free, so the same roots.
+    """
+    typed = [name for name in OWNERSHIP if name in delta]
+    if not typed:
+        return sorted(delta)
+    outer = OWNERSHIP.index(typed[0])
+    return sorted(name for name in typed if OWNERSHIP.index(name) <= outer + 1)
 
 
 def format_delta(delta: Mapping[str, int]) -> str:
@@ -97,14 +136,23 @@ class Finding:
 
     @property
     def signature(self) -> str:
-        """Stable identity: the same bug found twice has the same signature."""
-        parts = [self.target, str(self.kind), str(self.step or "-")]
+        """Stable identity: the same bug found twice has the same signature.
+
+        Target, kind and (for allocation-failure findings) that fact, then:
+        for a leak or a cycle, the outermost leaked object types
+        (:func:`root_counters`) and the top allocation sites, but not the
+        step: one missing free in an error path shows behind every step that
+        fails after the allocation, and counter *names* only, since a leak's
+        size varies with the input.  For the other kinds the step comes next,
+        then what went wrong there (the errors left, the exception's type).
+        """
+        parts = [self.target, str(self.kind)]
+        if self.kind not in (FindingKind.LEAK, FindingKind.CYCLE):
+            parts.append(str(self.step or "-"))
         if self.fail_at is not None:
             parts.append("allocation failure")
         if self.kind in (FindingKind.LEAK, FindingKind.CYCLE):
-            # Counter names only: a leak's size can vary with the input (a
-            # longer chain, a bigger key) while it is the same bug.
-            parts.append(", ".join(sorted(self.delta)))
+            parts.append(", ".join(root_counters(self.delta)))
             parts.extend(f"{s.file}:{s.line}" for s in self.sites[:3])
         elif self.kind is FindingKind.ERROR_QUEUE:
             parts.append("; ".join(sorted({str(e) for e in self.errors_left})))
@@ -178,6 +226,9 @@ class Verdict:
     case: InitCase
     outcome: Outcome
     findings: tuple[Finding, ...] = ()
+    #: Allocations the first run made, when a ledger counts them (the
+    #: fuzzer's guidance buckets it: a new count is a new path through C).
+    allocations: int | None = None
 
     @property
     def clean(self) -> bool:
@@ -216,6 +267,11 @@ class Oracle:
             (x for x in self.ledgers if isinstance(x, FaultInjector)), None
         )
         self._fail_at: int | None = None
+        # The finest allocation counter on offer: the heap's (every
+        # CRYPTO_malloc) over the object ledger's (constructor calls).
+        counters = [x for x in self.ledgers if isinstance(x, FaultInjector)]
+        counters.sort(key=lambda x: getattr(x, "name", "") != "openssl-heap")
+        self._counter: FaultInjector | None = counters[0] if counters else None
 
     def start(self) -> Oracle:
         if not self._started:
@@ -261,6 +317,8 @@ class Oracle:
         gc.disable()  # a collection mid-run would hide a cycle or free old garbage
         try:
             before = self._snapshot()
+            if self._counter is not None and self._fail_at is None:
+                self._counter.reset_allocations()
             if self._fail_at is not None and self.injector is not None:
                 self.injector.fail_at(self._fail_at)
             try:
@@ -308,6 +366,9 @@ class Oracle:
 
     def _check(self, case: InitCase) -> Verdict:
         outcome, grown, before, left = self._attempt(case)
+        allocations = None
+        if self._counter is not None and self._fail_at is None:
+            allocations = self._counter.allocations()
         name = self.target.name
         fail_at = self._fail_at
         findings: list[Finding] = []
@@ -323,7 +384,7 @@ class Oracle:
             leak = self._confirm(case, outcome, self._after_collection(before))
             if leak is not None:
                 findings.append(leak)
-        return Verdict(case, outcome, tuple(findings))
+        return Verdict(case, outcome, tuple(findings), allocations)
 
     def _confirm(
         self, case: InitCase, outcome: Outcome, uncollected: dict[str, int]
