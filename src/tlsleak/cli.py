@@ -183,6 +183,90 @@ def _parser() -> argparse.ArgumentParser:
         help=f"seconds before the run is a timeout finding (default {DEFAULT_TIMEOUT:g})",
     )
 
+    fuzz = commands.add_parser(
+        "fuzz",
+        help="run a fuzz campaign on a target",
+        description="Fuzz TARGET with libFuzzer (atheris) workers, each input checked by the "
+        "oracle. New inputs are added to the corpus; each distinct finding gets a folder with a "
+        "minimised reproducer under OUT/findings. Ctrl-C stops cleanly (twice: without "
+        "minimising what is still queued). libFuzzer flags go after '--'.",
+    )
+    fuzz.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a name from 'tlsleak targets', package.module:function, or c:LIBRARY[:SYMBOL]",
+    )
+    fuzz.add_argument(
+        "--time",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until Ctrl-C or SIGTERM)",
+    )
+    fuzz.add_argument(
+        "-j", "--jobs", type=_positive_int, default=1, help="worker processes (default 1)"
+    )
+    fuzz.add_argument(
+        "--corpus",
+        type=Path,
+        metavar="DIR",
+        help="the corpus to fuzz from and grow (default: "
+        "OUT/corpus, a copy of the bundled seed corpus made on first use)",
+    )
+    fuzz.add_argument(
+        "--out",
+        type=Path,
+        default=Path("tlsleak-out"),
+        metavar="DIR",
+        help="where findings, stats and worker logs go (default ./tlsleak-out)",
+    )
+    fuzz.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
+    fuzz.add_argument(
+        "--plain",
+        action="store_true",
+        help="guide libFuzzer by Python coverage only, not by "
+        "new OpenSSL errors and allocation counts",
+    )
+    fuzz.add_argument(
+        "--mutator",
+        choices=["structure", "bytes"],
+        default="bytes",
+        help="structure-aware mutations of the case, or libFuzzer's byte mutations "
+        "(default: bytes)",
+    )
+    fuzz.add_argument(
+        "--replays",
+        type=_positive_int,
+        default=DEFAULT_REPLAYS,
+        help=f"replays that must show growth again (default {DEFAULT_REPLAYS})",
+    )
+    fuzz.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds an input may take before it is a timeout finding (default 10)",
+    )
+    fuzz.add_argument(
+        "--minimize-budget",
+        type=_non_negative_int,
+        default=200,
+        metavar="N",
+        help="oracle checks spent shrinking each new finding (default 200; 0: don't)",
+    )
+    fuzz.add_argument(
+        "--max-len",
+        type=_positive_int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="largest input libFuzzer makes (default 65536)",
+    )
+    fuzz.add_argument("-q", "--quiet", action="store_true", help="no progress, summary only")
+    fuzz.add_argument(
+        "libfuzzer",
+        nargs="*",
+        metavar="-- -FLAG=VALUE",
+        help="libFuzzer flags, after '--' (e.g. -- -dict=my.dict -only_ascii=1)",
+    )
     corpus = commands.add_parser("corpus", help="work with corpus folders")
     corpus_commands = corpus.add_subparsers(
         dest="corpus_command", metavar="ACTION", parser_class=_Parser
@@ -423,6 +507,80 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    import signal
+
+    from rich.console import Console
+
+    from tlsleak.campaign import Campaign, CampaignError, CampaignOptions
+    from tlsleak.progress import LiveDisplay, PlainDisplay, summary_table
+
+    options = CampaignOptions(
+        target=args.target,
+        out=args.out,
+        corpus=args.corpus,
+        jobs=args.jobs,
+        seconds=args.time,
+        seed=args.seed,
+        plain=args.plain,
+        mutator=args.mutator,
+        replays=args.replays,
+        timeout=args.timeout,
+        minimize_budget=args.minimize_budget,
+        max_len=args.max_len,
+        libfuzzer_flags=tuple(args.libfuzzer),
+    )
+    live = not args.quiet and sys.stderr.isatty()
+    try:
+        display: LiveDisplay | PlainDisplay | None = None
+        if not args.quiet:
+            display = LiveDisplay(sys.stderr) if live else PlainDisplay(sys.stderr)
+        campaign = Campaign(
+            options,
+            on_status=display.update if display is not None else None,
+            on_message=display.message if display is not None else _stderr_message,
+            status_every=0.5 if live else 5.0,
+        )
+    except CampaignError as exc:
+        raise UsageError(str(exc)) from None
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # The first signal stops the campaign; the next one also skips
+        # minimising the findings still queued.
+        received.append(signum)
+        campaign.stop(hurry=len(received) > 1)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = campaign.run()
+    except CampaignError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if display is not None:
+            display.close()
+    Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
+    if status.findings:
+        print(
+            f"\n{len(status.findings)} distinct findings in {args.out / 'findings'}; "
+            "replay one with: tlsleak replay FOLDER"
+        )
+    if received:
+        return 128 + received[0]
+    return EXIT_FINDINGS if status.findings else EXIT_CLEAN
+
+
+def _summary_width() -> int | None:
+    # A log file gets the whole table, not one folded to 80 columns.
+    return None if sys.stdout.isatty() else 200
+
+
+def _stderr_message(text: str) -> None:
+    print(f"tlsleak: {text}", file=sys.stderr)
+
+
 def _failure_points(case: InitCase, count: int, budget: int) -> list[int]:
     """Which allocations to fail: all of them, or ``budget`` sampled ones.
 
@@ -606,6 +764,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_check(args)
         if args.command == "replay":
             return _cmd_replay(args)
+        if args.command == "fuzz":
+            return _cmd_fuzz(args)
         if args.corpus_command == "show":
             return _cmd_corpus_show(args)
         if args.corpus_command == "stats":

@@ -34,6 +34,7 @@ __all__ = [
     "load_cases",
     "read_limited",
     "write_case",
+    "write_input",
 ]
 
 #: Larger files are refused: no TLS init path is given an 8 MiB certificate,
@@ -116,7 +117,16 @@ def load_cases(paths: Iterable[Path]) -> Iterator[tuple[Path, InitCase]]:
 
 def write_case(folder: Path, case: InitCase) -> tuple[Path, bool]:
     """Store ``case`` in ``folder`` under its content name; ``(path, False)`` if already there."""
-    data = case.encode()
+    return write_input(folder, case.encode())
+
+
+def write_input(folder: Path, data: bytes) -> tuple[Path, bool]:
+    """Store ``data`` (an input as the fuzzer has it) under its content name, atomically.
+
+    The file appears complete or not at all (written to a hidden temporary
+    file, fsynced, then linked into place), private (0600: cases hold keys),
+    and never over an existing file.  ``(path, False)`` if it was already there.
+    """
     target = folder / content_name(data)
     if target.exists():
         return target, False

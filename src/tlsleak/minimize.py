@@ -118,11 +118,14 @@ def minimize(
     still_fails: Callable[[InitCase], bool],
     *,
     budget: int = DEFAULT_BUDGET,
+    stop: Callable[[], bool] | None = None,
 ) -> InitCase:
     """The smallest case found for which ``still_fails`` holds, calling it at most ``budget`` times.
 
     ``case`` itself is assumed to fail and is returned when nothing smaller
     does.  Deterministic: the same case and predicate give the same result.
+    ``stop``, when given, is asked before every call: once it says True the
+    best case so far is returned (a campaign told to stop now).
     """
     if budget < 0:
         raise ValueError(f"budget must not be negative, not {budget}")
@@ -137,8 +140,8 @@ def minimize(
             key = _key(candidate)
             if key >= best_key or key[1] in tried:
                 continue
-            if calls >= budget:
-                break
+            if calls >= budget or (stop is not None and stop()):
+                return best
             tried.add(key[1])
             calls += 1
             if still_fails(candidate):

@@ -36,7 +36,7 @@ from tlsleak.errors import OpenSSLError
 from tlsleak.oracle import DEFAULT_REPLAYS, Finding, FindingKind, Oracle, Verdict
 from tlsleak.targets import Outcome, Status
 
-__all__ = ["DEFAULT_TIMEOUT", "IsolatedOracle", "WorkerError"]
+__all__ = ["DEFAULT_TIMEOUT", "IsolatedOracle", "WorkerError", "child_env"]
 
 #: Seconds a case (with its replays) may take before it is a ``timeout`` finding.
 DEFAULT_TIMEOUT: Final = 30.0
@@ -80,8 +80,8 @@ def _read(fd: int, deadline: float | None = None) -> bytes | None:
     return _read_exact(fd, _HEADER.unpack(header)[0], deadline)
 
 
-def _preload_env() -> dict[str, str]:
-    """The environment for a child: with the heap shim preloaded when it is built."""
+def child_env() -> dict[str, str]:
+    """The environment for a child process: with the heap shim preloaded when it is built."""
     try:
         # Imported by name: the native module exists only where the shim was
         # built into the package, and a missing one just means no preload.
@@ -154,7 +154,7 @@ class IsolatedOracle:
             argv += ["--ledger", name]
         try:
             self._proc = subprocess.Popen(
-                argv, env=_preload_env(), pass_fds=(req_read, resp_write), stdin=subprocess.DEVNULL
+                argv, env=child_env(), pass_fds=(req_read, resp_write), stdin=subprocess.DEVNULL
             )
         finally:
             os.close(req_read)
