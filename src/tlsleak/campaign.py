@@ -425,6 +425,9 @@ class Campaign:
         self._hurry = threading.Event()
         self._features: set[str] = set()
         self._known: set[str] = set()
+        # Inputs that killed a worker: not given to workers again, or a
+        # crasher in the corpus would kill every restart while loading it.
+        self._quarantine: set[str] = set()
         self._corpus_start = 0
         self._warned: set[str] = set()
         self._lock_file: IO[bytes] | None = None
@@ -481,6 +484,13 @@ class Campaign:
             raise CampaignError(f"--corpus {corpus}: cannot use it: {exc.strerror}") from None
         self._known = set(names)
         self._corpus_start = len(names)
+        # Temporary files of writers killed mid-write (write_input's); a live
+        # writer holds one for microseconds, so a minute old is abandoned.
+        cutoff = time.time() - 60
+        for leftover in corpus.glob(".tmp-*"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
 
     def _seed_working_copy(self, corpus: Path) -> None:
         source = bundled_corpus()
@@ -507,7 +517,9 @@ class Campaign:
             if len(data) > MAX_CASE_BYTES:
                 self._warn(f"corpus: skipping {path.name}: larger than {MAX_CASE_BYTES} bytes")
                 continue
-            (worker.inputs / content_name(data)).write_bytes(data)
+            name = content_name(data)
+            if name not in self._quarantine:
+                (worker.inputs / name).write_bytes(data)
 
     def _corpus_files(self) -> Iterator[Path]:
         try:
@@ -713,6 +725,7 @@ class Campaign:
                 except OSError:
                     continue
                 found = True
+                self._quarantine.add(content_name(data))
                 how = {"crash": "crashed", "timeout": "timed out", "oom": "ran out of memory"}
                 desk.artifact(_ARTIFACTS[prefix], data, how[prefix])
                 path.unlink()

@@ -190,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
         "oracle. New inputs are added to the corpus; each distinct finding gets a folder with a "
         "minimised reproducer under OUT/findings. Ctrl-C stops cleanly (twice: without "
         "minimising what is still queued). libFuzzer flags go after '--'.",
+        epilog="example: tlsleak fuzz pyopenssl --time 600 --jobs 2 -- -dict=pem.dict "
+        "-max_len=8192",
     )
     fuzz.add_argument(
         "target",
@@ -261,12 +263,6 @@ def _parser() -> argparse.ArgumentParser:
         help="largest input libFuzzer makes (default 65536)",
     )
     fuzz.add_argument("-q", "--quiet", action="store_true", help="no progress, summary only")
-    fuzz.add_argument(
-        "libfuzzer",
-        nargs="*",
-        metavar="-- -FLAG=VALUE",
-        help="libFuzzer flags, after '--' (e.g. -- -dict=my.dict -only_ascii=1)",
-    )
     corpus = commands.add_parser("corpus", help="work with corpus folders")
     corpus_commands = corpus.add_subparsers(
         dest="corpus_command", metavar="ACTION", parser_class=_Parser
@@ -755,7 +751,15 @@ def _cmd_corpus_merge(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tlsleak`` console script."""
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        # libFuzzer's flags follow "--" (argparse's own handling of "--" under
+        # sub-commands passes it on as an argument).
+        split = argv.index("--") if "--" in argv else len(argv)
+        argv, passed_on = argv[:split], argv[split + 1 :]
         args = _parser().parse_args(argv)
+        if passed_on and args.command != "fuzz":
+            raise UsageError("only 'tlsleak fuzz' takes flags after '--' (libFuzzer's)")
+        args.libfuzzer = passed_on
         if args.command == "targets":
             return _cmd_targets(args)
         if args.command == "defects":
