@@ -32,7 +32,15 @@ from typing import Final
 
 from tlsleak.oracle import Verdict
 
-__all__ = ["POOL_SIZE", "Feature", "FeatureCounters", "alloc_bucket", "features", "is_error_pair"]
+__all__ = [
+    "POOL_SIZE",
+    "Feature",
+    "FeatureCounters",
+    "alloc_bucket",
+    "features",
+    "is_alloc_bucket",
+    "is_error_pair",
+]
 
 #: Coverage counters a worker reserves for features.
 POOL_SIZE: Final = 4096
