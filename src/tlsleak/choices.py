@@ -18,11 +18,11 @@ towards is also the least surprising mutation.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
-from hypothesis.strategies import DrawFn
+from hypothesis.strategies import SearchStrategy
 
 __all__ = ["Choices", "DrawChoices", "RandomChoices"]
 
@@ -69,7 +69,10 @@ class RandomChoices:
 class DrawChoices:
     """Decisions drawn through Hypothesis (inside ``@st.composite`` or ``st.data()``)."""
 
-    def __init__(self, draw: DrawFn) -> None:
+    # Any callable taking a strategy: ``draw`` in @st.composite (a DrawFn) and
+    # ``data.draw`` of st.data() have different signatures past the first
+    # argument, and both must fit.
+    def __init__(self, draw: Callable[[SearchStrategy[Any]], Any]) -> None:
         self.draw = draw
 
     def integer(self, low: int, high: int) -> int:
