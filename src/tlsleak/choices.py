@@ -76,13 +76,16 @@ class DrawChoices:
         self.draw = draw
 
     def integer(self, low: int, high: int) -> int:
-        return self.draw(st.integers(low, high))
+        value: int = self.draw(st.integers(low, high))
+        return value
 
     def choice(self, options: Sequence[T]) -> T:
-        return options[self.draw(st.integers(0, len(options) - 1))]
+        return options[self.integer(0, len(options) - 1)]
 
     def boolean(self) -> bool:
-        return self.draw(st.booleans())
+        value: bool = self.draw(st.booleans())
+        return value
 
     def blob(self, min_size: int, max_size: int) -> bytes:
-        return self.draw(st.binary(min_size=min_size, max_size=max_size))
+        value: bytes = self.draw(st.binary(min_size=min_size, max_size=max_size))
+        return value
