@@ -308,3 +308,22 @@ def test_workers_are_started_with_the_heap_shim_when_it_is_built(tmp_path: Path)
         pytest.skip("the heap shim is not built here")
     assert shim in env.get("LD_PRELOAD", "")
     assert os.environ.get("LD_PRELOAD", "") != env["LD_PRELOAD"]
+
+
+# --- corpus grow --fuzz ------------------------------------------------------------------------
+
+
+def test_corpus_grow_by_fuzzing_adds_inputs_and_reports_findings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "grown"
+    argv = ["corpus", "grow", str(folder), "--fuzz", "control-leaky", "--time", "5"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 1  # the planted leak
+    out = capsys.readouterr().out
+    assert "new inputs from" in out
+    assert "leak" in out
+    assert len(_whole_files_only(folder)) > 0
+    assert len(_complete_findings(tmp_path / "out" / "findings")) == 1
+    # On the fixed control the same growth is clean, and nothing is kept.
+    assert main(["corpus", "grow", str(folder), "--fuzz", "control-fixed", "--time", "3"]) == 0
+    assert main(["corpus", "grow", str(folder), "--fuzz", "x", "--defect", "empty-cert"]) == 2

@@ -272,9 +272,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("files", nargs="+", type=Path, metavar="FILE")
     grow = corpus_commands.add_parser(
         "grow",
-        help="write new cases from the strategies into a folder",
+        help="add new cases to a folder: from the strategies, or from a short campaign",
         description="Generate cases with tlsleak's Hypothesis strategies and store the new "
-        "ones in DIR under content-addressed names (existing files are never touched).",
+        "ones in DIR under content-addressed names (existing files are never touched). "
+        "With --fuzz TARGET, instead run a fuzz campaign of --time seconds on TARGET with DIR "
+        "as its corpus, which adds the inputs it finds interesting.",
     )
     grow.add_argument("folder", type=Path, metavar="DIR")
     grow.add_argument(
@@ -287,6 +289,22 @@ def _parser() -> argparse.ArgumentParser:
         dest="defects",
         metavar="NAME",
         help="only this defect (repeatable; default: all, plus valid cases)",
+    )
+    grow.add_argument("--fuzz", metavar="TARGET", help="grow by fuzzing TARGET instead")
+    grow.add_argument(
+        "--time",
+        type=_positive_float,
+        default=60.0,
+        metavar="SECONDS",
+        help="with --fuzz: how long (default 60)",
+    )
+    grow.add_argument("-j", "--jobs", type=_positive_int, default=1, help="with --fuzz: workers")
+    grow.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="with --fuzz: keep the campaign's findings and stats here (default: reported, "
+        "then discarded)",
     )
     stats = corpus_commands.add_parser(
         "stats",
@@ -679,6 +697,10 @@ def _cmd_corpus_grow(args: argparse.Namespace) -> int:
 
     if args.folder.exists() and not args.folder.is_dir():
         raise UsageError(f"{args.folder}: exists and is not a folder")
+    if args.fuzz is not None:
+        if args.defects:
+            raise UsageError("--defect chooses generated cases; it does not go with --fuzz")
+        return _grow_by_fuzzing(args)
     try:
         if args.defects:
             strategy = strategies.malformed_cases(defects=args.defects)
@@ -693,6 +715,30 @@ def _cmd_corpus_grow(args: argparse.Namespace) -> int:
         added += new
     print(f"{args.folder}: {added} new cases, {len(cases) - added} already there")
     return EXIT_CLEAN
+
+
+def _grow_by_fuzzing(args: argparse.Namespace) -> int:
+    from tlsleak.campaign import Campaign, CampaignError, CampaignOptions
+
+    args.folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="tlsleak-grow-") as scratch:
+        out = args.out if args.out is not None else Path(scratch)
+        options = CampaignOptions(
+            args.fuzz, out, corpus=args.folder, jobs=args.jobs, seconds=args.time, seed=args.seed
+        )
+        try:
+            status = Campaign(options, on_message=_stderr_message).run()
+        except CampaignError as exc:
+            raise UsageError(str(exc)) from None
+    print(
+        f"{args.folder}: {status.corpus_added} new inputs from {status.execs:,} executions "
+        f"on {status.target} in {status.elapsed:.0f}s"
+    )
+    for record in status.findings:
+        print(f"  {record.kind} ({record.count}x): {record.summary}")
+    if status.findings and args.out is None:
+        print("  (findings not kept: pass --out DIR, or run tlsleak fuzz)")
+    return EXIT_FINDINGS if status.findings else EXIT_CLEAN
 
 
 def _started_oracle(target: str | None) -> IsolatedOracle | None:
