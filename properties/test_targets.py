@@ -7,28 +7,42 @@ rejects and on no case it accepts.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import given
 
 from tlsleak import FindingKind, InitCase, Oracle, Status, assert_no_leaks
+from tlsleak.sharing import corpus_examples, keep_failures
 from tlsleak.strategies import init_cases, malformed_cases
 from tlsleak.targets import resolve_target
+
+# Fuzz campaigns' minimised reproducers, tried first on every run; and a
+# failing example is kept as a case file for `tlsleak corpus import
+# --from-hypothesis` (see tlsleak.sharing).
+EXAMPLES = Path(__file__).parent / "examples"
 
 PYOPENSSL = resolve_target("pyopenssl")
 CONTROL_FIXED = resolve_target("control-fixed")
 CONTROL_LEAKY = resolve_target("control-leaky")
 
 
+@corpus_examples(EXAMPLES)
 @given(init_cases(max_defects=2))
+@keep_failures()
 def test_pyopenssl_keeps_every_count_at_baseline(case: InitCase) -> None:
     assert_no_leaks(PYOPENSSL, case)
 
 
+@corpus_examples(EXAMPLES)
 @given(init_cases(max_defects=2))
+@keep_failures()
 def test_control_fixed_keeps_every_count_at_baseline(case: InitCase) -> None:
     assert_no_leaks(CONTROL_FIXED, case)
 
 
+@corpus_examples(EXAMPLES)
 @given(init_cases())
+@keep_failures()
 def test_control_leaky_is_caught_exactly_when_it_fails(case: InitCase) -> None:
     with Oracle(CONTROL_LEAKY) as oracle:
         verdict = oracle.check(case)

@@ -318,11 +318,18 @@ def _parser() -> argparse.ArgumentParser:
         "import",
         help="turn raw PEM/DER files into cases",
         description="Make one case per file (a folder: every regular non-hidden file in "
-        "it), with the file's bytes as the CA, certificate or key blob, labelled "
-        "'imported', and store the new ones in DIR.",
+        "it), with the file's bytes as the CA, certificate or key blob (--as), labelled "
+        "'imported', and store the new ones in DIR. With --from-hypothesis, the files are "
+        "failing cases that property tests kept, copied in as they are.",
     )
-    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    imp.add_argument("--as", dest="as_field", required=True, choices=["ca", "cert", "key"])
+    imp.add_argument("paths", nargs="*", type=Path, metavar="PATH")
+    imp.add_argument("--as", dest="as_field", choices=["ca", "cert", "key"])
+    imp.add_argument(
+        "--from-hypothesis",
+        action="store_true",
+        help="PATHs hold case files kept by tlsleak.sharing.keep_failures (default: "
+        "$TLSLEAK_FAILURES_DIR or .hypothesis/tlsleak-failures), not raw blobs",
+    )
     imp.add_argument("--into", required=True, type=Path, metavar="DIR")
     imp.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.SERVER.value)
     imp.add_argument(
@@ -768,8 +775,18 @@ def _cmd_corpus_stats(args: argparse.Namespace) -> int:
 
 
 def _cmd_corpus_import(args: argparse.Namespace) -> int:
-    from tlsleak.corpus_tools import import_blobs
+    from tlsleak.corpus_tools import import_blobs, import_cases
 
+    if args.from_hypothesis:
+        if args.as_field is not None:
+            raise UsageError("--as is for raw blobs; kept Hypothesis failures are whole cases")
+        from tlsleak.sharing import failures_folder
+
+        result = import_cases(args.paths or [failures_folder()], args.into)
+        print(f"{args.into}: {result.new} new cases, {result.present} already there")
+        return EXIT_CLEAN
+    if not args.paths or args.as_field is None:
+        raise UsageError("corpus import needs PATH... and --as ca|cert|key (or --from-hypothesis)")
     result = import_blobs(
         args.paths, args.as_field, args.into, Mode(args.mode), with_material=args.with_material
     )

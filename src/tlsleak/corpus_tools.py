@@ -47,6 +47,7 @@ __all__ = [
     "corpus_stats",
     "format_stats",
     "import_blobs",
+    "import_cases",
     "imported_case",
     "merge_corpora",
 ]
@@ -255,6 +256,18 @@ def import_blobs(
         if len(case.encode()) > MAX_CASE_BYTES:
             raise CorpusError(f"{path}: too large to import with the other material")
         cases.append(case)
+    new = sum(write_case(into, case)[1] for case in cases)
+    return ImportResult(new, len(cases) - new)
+
+
+def import_cases(paths: Sequence[Path], into: Path) -> ImportResult:
+    """Copy the case files under ``paths`` into ``into`` (canonically encoded, content-named).
+
+    All files are read before the first write, as in :func:`import_blobs`.
+    """
+    if into.exists() and not into.is_dir():
+        raise CorpusError(f"{into}: exists and is not a folder")
+    cases = [case for _path, case in load_cases(paths)]
     new = sum(write_case(into, case)[1] for case in cases)
     return ImportResult(new, len(cases) - new)
 
