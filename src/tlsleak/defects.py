@@ -25,20 +25,30 @@ from __future__ import annotations
 import base64
 import datetime
 import enum
+import hashlib
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from functools import cache
+from functools import cache, lru_cache
 from types import MappingProxyType
 from typing import Final, Literal, get_args
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn
 
 from tlsleak.case import InitCase, Mode
+from tlsleak.der import tlv
 from tlsleak.material import (
+    _P256_ORDER,
+    _P384_ORDER,
     POOL_SIZE,
     Encoding,
     Identity,
@@ -382,6 +392,44 @@ def _truncate_der(draw: DrawFn, der: bytes) -> bytes:
 
 _EXPIRED_FROM: Final = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
 _EXPIRED_UNTIL: Final = datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC)
+_FUTURE_FROM: Final = datetime.datetime(2090, 1, 1, tzinfo=datetime.UTC)
+_FUTURE_UNTIL: Final = datetime.datetime(2100, 1, 1, tzinfo=datetime.UTC)
+
+
+def _leaf_copy(
+    ident: Identity,
+    serial_offset: int,
+    not_before: datetime.datetime,
+    not_after: datetime.datetime,
+    extra: x509.ExtensionType | None = None,
+) -> x509.Certificate:
+    """A re-signed copy of ``ident``'s leaf (same key, issuer and extensions).
+
+    ``extra``, when given, is added as a critical extension.  The pooled keys
+    of :func:`tlsleak.material.private_key` are reused, so the copy still
+    matches the identity's key and chains to the same intermediate.
+    """
+    leaf = ident.leaf
+    if ident.issued:
+        # material.identity signs the leaf with the CA key, which is also the
+        # intermediate's key: the copy chains exactly like the leaf.
+        issuer, signer = ident.chain[0].subject, ident.root_key
+    else:
+        issuer, signer = leaf.subject, ident.key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(leaf.subject)
+        .issuer_name(issuer)
+        .public_key(ident.key.public_key())
+        .serial_number(leaf.serial_number + serial_offset)
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+    )
+    for ext in leaf.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    if extra is not None:
+        builder = builder.add_extension(extra, critical=True)
+    return sign(builder, signer)
 
 
 @cache
@@ -392,25 +440,21 @@ def expired_leaf(ident: Identity) -> x509.Certificate:
     :func:`tlsleak.material.private_key` are reused, so the expired leaf still
     matches the identity's key and chains to the same intermediate.
     """
+    return _leaf_copy(ident, 0x10000, _EXPIRED_FROM, _EXPIRED_UNTIL)
+
+
+@cache
+def _future_leaf(ident: Identity) -> x509.Certificate:
+    """A copy of ``ident``'s leaf that only becomes valid in 2090 (built once per identity)."""
+    return _leaf_copy(ident, 0x20000, _FUTURE_FROM, _FUTURE_UNTIL)
+
+
+@cache
+def _critical_unknown_leaf(ident: Identity) -> x509.Certificate:
+    """A copy of ``ident``'s leaf with a critical extension of a type nobody knows."""
     leaf = ident.leaf
-    if ident.issued:
-        # material.identity signs the leaf with the CA key, which is also the
-        # intermediate's key: the expired copy chains exactly like the leaf.
-        issuer, signer = ident.chain[0].subject, ident.root_key
-    else:
-        issuer, signer = leaf.subject, ident.key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(leaf.subject)
-        .issuer_name(issuer)
-        .public_key(ident.key.public_key())
-        .serial_number(leaf.serial_number + 0x10000)
-        .not_valid_before(_EXPIRED_FROM)
-        .not_valid_after(_EXPIRED_UNTIL)
-    )
-    for ext in leaf.extensions:
-        builder = builder.add_extension(ext.value, ext.critical)
-    return sign(builder, signer)
+    unknown = x509.UnrecognizedExtension(x509.ObjectIdentifier(f"{_UNKNOWN_ARC}.1"), b"\x05\x00")
+    return _leaf_copy(ident, 0x30000, leaf.not_valid_before_utc, leaf.not_valid_after_utc, unknown)
 
 
 @cache
@@ -428,6 +472,315 @@ def _other_key(base: Base) -> PrivateKey:
         if key is not base.identity.key:
             return key
     raise AssertionError("POOL_SIZE must be at least 2")  # pragma: no cover
+
+
+# --- hand-built DER -------------------------------------------------------------------------------
+#
+# cryptography refuses to write most of the semantic defects (an even RSA
+# modulus, a point off the curve, a version-1 certificate), so they are built
+# element by element with der.tlv.  The reader below only takes apart what
+# material.py wrote, which is well-formed DER.
+
+_NULL: Final = b"\x05\x00"
+# A private arc nobody registered: OpenSSL knows no name for any OID under it.
+_UNKNOWN_ARC: Final = "1.3.6.1.4.1.55555"
+_RSA_OID: Final = "1.2.840.113549.1.1.1"
+_EC_OID: Final = "1.2.840.10045.2.1"
+_DSA_OID: Final = "1.2.840.10040.4.1"
+_DH_OID: Final = "1.2.840.113549.1.3.1"  # PKCS#3 dhKeyAgreement
+_DHX_OID: Final = "1.2.840.10046.2.1"  # X9.42 dhpublicnumber
+_EDWARDS_OIDS: Final = {KeyType.ED25519: "1.3.101.112", KeyType.ED448: "1.3.101.113"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Curve:
+    oid: str
+    #: The prime of the field the coordinates live in.
+    prime: int
+    order: int
+    #: Bytes in a coordinate or a private scalar.
+    size: int
+
+
+_CURVES: Final = {
+    # Field primes from SEC 2 (https://www.secg.org/sec2-v2.pdf), 2.4.2 and 2.5.1.
+    KeyType.EC_P256: _Curve(
+        "1.2.840.10045.3.1.7", 2**256 - 2**224 + 2**192 + 2**96 - 1, _P256_ORDER, 32
+    ),
+    KeyType.EC_P384: _Curve("1.3.132.0.34", 2**384 - 2**128 - 2**96 + 2**32 - 1, _P384_ORDER, 48),
+}
+
+# FIPS 186 DSA domain parameters (1024-bit p, 160-bit q), generated once with
+# OpenSSL and stored so the DSA key is the same in every process: q divides
+# p - 1 and g has order q.  Fixed numbers cost nothing; generating takes a
+# noticeable fraction of a second.
+_DSA_P: Final = int(
+    "c82d129e1bac26955ba9efe1e3be88ac2b63b8ce7974f90d1a0290394e4b4f14"
+    "a8e9941ee0548454f673d0774a394ca0225b2941a85e41789e2f4f5ff91346c5"
+    "754cd5d9fc6ab50cddab911a5162c49f83d16c91f7c751cc5305ad0aca7b35b7"
+    "5c01ba9090c6b714122fbd408500a2637e79a0193a5270fe75682847b60ecfa3",
+    16,
+)
+_DSA_Q: Final = 0xAF3D14430A38EFBC8A5DB720C6CCAA4F61105215
+_DSA_G: Final = int(
+    "1331c2f6f3ed74d195762866bd1439c1cf80382988d847502f6b5471c004dc71"
+    "e6df4784febe8015af57d94a284b7bf65bebadf13da7b30e03271580a4725035"
+    "cda50707982b660c4f643217628f6e3c1ae1f5ac29e5f54fe330a72a2348b234"
+    "d4c9d3c2a3b4e8ffd8ea4cdb4a004ed405c9715c7c20dfa169e933d3265273e1",
+    16,
+)
+# The private value of the DSA and DH keys: fixed, like all tlsleak material.
+_DSA_X: Final = int.from_bytes(hashlib.shake_256(b"tlsleak dsa key").digest(32)) % (_DSA_Q - 1) + 1
+
+# PBES2 as OpenSSL writes it by default, for hand-built keys in encrypted bases.
+_PBES2_OID: Final = "1.2.840.113549.1.5.13"
+_PBKDF2_OID: Final = "1.2.840.113549.1.5.12"
+_HMAC_SHA256_OID: Final = "1.2.840.113549.2.9"
+_AES256_CBC_OID: Final = "2.16.840.1.101.3.4.1.42"
+_PBKDF2_ROUNDS: Final = 2048
+
+
+def _int(n: int) -> bytes:
+    """A non-negative INTEGER (a leading zero octet when the top bit is set)."""
+    return tlv(0x02, n.to_bytes(n.bit_length() // 8 + 1, "big"))
+
+
+def _seq(*items: bytes) -> bytes:
+    return tlv(0x30, b"".join(items))
+
+
+def _octets(content: bytes) -> bytes:
+    return tlv(0x04, content)
+
+
+def _bits(content: bytes) -> bytes:
+    """A BIT STRING of whole octets."""
+    return tlv(0x03, b"\0" + content)
+
+
+def _oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER from its dotted form."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    body = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        septets = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            septets.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body += bytes(reversed(septets))
+    return tlv(0x06, bytes(body))
+
+
+# Signature AlgorithmIdentifiers a certificate's outer algorithm can be set
+# to: every one material.py signs with (RSA ones carry NULL parameters).
+_SIGNATURE_ALGORITHMS: Final = (
+    _seq(_oid("1.2.840.113549.1.1.11"), _NULL),  # sha256WithRSAEncryption
+    _seq(_oid("1.2.840.113549.1.1.12"), _NULL),  # sha384WithRSAEncryption
+    _seq(_oid("1.2.840.113549.1.1.13"), _NULL),  # sha512WithRSAEncryption
+    _seq(_oid("1.2.840.10045.4.3.2")),  # ecdsa-with-SHA256
+    _seq(_oid("1.2.840.10045.4.3.3")),  # ecdsa-with-SHA384
+    _seq(_oid("1.2.840.10045.4.3.4")),  # ecdsa-with-SHA512
+    _seq(_oid("1.3.101.112")),  # Ed25519
+    _seq(_oid("1.3.101.113")),  # Ed448
+)
+
+
+def _span(der: bytes, pos: int = 0) -> tuple[int, int]:
+    """Where the content of the element at ``pos`` starts, and where the element ends."""
+    first = der[pos + 1]
+    if first < 0x80:
+        return pos + 2, pos + 2 + first
+    start = pos + 2 + (first & 0x7F)
+    return start, start + int.from_bytes(der[pos + 2 : start])
+
+
+def _children(der: bytes) -> list[bytes]:
+    """The elements (tag, length and content) inside the constructed element ``der``."""
+    pos, end = _span(der)
+    out = []
+    while pos < end:
+        _, after = _span(der, pos)
+        out.append(der[pos:after])
+        pos = after
+    return out
+
+
+def _pkcs8(algorithm: bytes, private: bytes) -> bytes:
+    """A PrivateKeyInfo: version 0, the AlgorithmIdentifier and the private key's encoding."""
+    return _seq(_int(0), algorithm, _octets(private))
+
+
+@lru_cache(maxsize=1024)
+def _encrypt_pkcs8(info: bytes, password: bytes) -> bytes:
+    """``info`` as an EncryptedPrivateKeyInfo (PBES2: PBKDF2-HMAC-SHA256, AES-256-CBC).
+
+    Salt and IV derive from the content, so a key encrypts to the same bytes
+    in every process.
+    """
+    digest = hashlib.sha256(b"tlsleak pbes2\0" + password + b"\0" + info).digest()
+    salt, iv = digest[:16], digest[16:]
+    secret = PBKDF2HMAC(hashes.SHA256(), 32, salt, _PBKDF2_ROUNDS).derive(password)
+    padder = sym_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(info) + padder.finalize()) + encryptor.finalize()
+    prf = _seq(_oid(_HMAC_SHA256_OID), _NULL)
+    kdf = _seq(_oid(_PBKDF2_OID), _seq(_octets(salt), _int(_PBKDF2_ROUNDS), prf))
+    scheme = _seq(_oid(_AES256_CBC_OID), _octets(iv))
+    return _seq(_seq(_oid(_PBES2_OID), _seq(kdf, scheme)), _octets(ciphertext))
+
+
+def _write_key(base: Base, info: bytes, traditional: bytes | None = None) -> bytes:
+    """A hand-built key written the way ``base`` writes its own.
+
+    ``info`` is the key as PKCS#8; ``traditional`` as PKCS#1 or SEC1, used
+    when that is the base's format (a key with no such form falls back to
+    PKCS#8).  An encrypted base gets the key encrypted with its password.
+    """
+    fmt = base.key_format
+    if fmt is KeyFormat.PKCS1 and traditional is not None:
+        der, label = traditional, b"RSA PRIVATE KEY"
+    elif fmt is KeyFormat.SEC1 and traditional is not None:
+        der, label = traditional, b"EC PRIVATE KEY"
+    elif fmt is KeyFormat.PKCS8_ENCRYPTED:
+        der, label = _encrypt_pkcs8(info, base.password), b"ENCRYPTED PRIVATE KEY"
+    else:
+        der, label = info, b"PRIVATE KEY"
+    return der if base.key_encoding is Encoding.DER else _pem(label, der)
+
+
+def _rsa_numbers(base: Base) -> rsa.RSAPrivateNumbers:
+    key = base.identity.key
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise TypeError("an RSA defect needs an RSA base")  # pragma: no cover
+    return key.private_numbers()
+
+
+def _write_rsa(base: Base, n: int, e: int, d: int, p: int, q: int, crt: Iterable[int]) -> bytes:
+    """An RSAPrivateKey of these numbers, checked for nothing, written as ``base`` writes keys."""
+    pkcs1 = _seq(_int(0), *(_int(v) for v in (n, e, d, p, q, *crt)))
+    return _write_key(base, _pkcs8(_seq(_oid(_RSA_OID), _NULL), pkcs1), pkcs1)
+
+
+def _ec_numbers(base: Base) -> tuple[_Curve, int, int, int]:
+    """The base's curve, private scalar and public point (x, y)."""
+    key = base.identity.key
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("an EC defect needs an EC base")  # pragma: no cover
+    numbers = key.private_numbers()
+    public = numbers.public_numbers
+    return _CURVES[base.key_type], numbers.private_value, public.x, public.y
+
+
+def _point(curve: _Curve, x: int, y: int) -> bytes:
+    """An uncompressed point."""
+    return b"\x04" + x.to_bytes(curve.size) + y.to_bytes(curve.size)
+
+
+def _write_ec(base: Base, curve_oid: str, scalar: bytes, point: bytes | None) -> bytes:
+    """An ECPrivateKey on the named curve ``curve_oid``, written as ``base`` writes keys.
+
+    SEC1 names the curve inside the key; PKCS#8 in the AlgorithmIdentifier
+    only, as OpenSSL writes it.
+    """
+
+    def ec_private_key(curve: bytes | None) -> bytes:
+        parts = [_int(1), _octets(scalar)]
+        if curve is not None:
+            parts.append(tlv(0xA0, curve))
+        if point is not None:
+            parts.append(tlv(0xA1, _bits(point)))
+        return _seq(*parts)
+
+    named = _oid(curve_oid)
+    info = _pkcs8(_seq(_oid(_EC_OID), named), ec_private_key(None))
+    return _write_key(base, info, ec_private_key(named))
+
+
+def _tbs_fields(cert: x509.Certificate) -> list[bytes]:
+    """The fields of ``cert``'s TBSCertificate: version, serial, signature, ..., extensions."""
+    return _children(cert.tbs_certificate_bytes)
+
+
+def _sign_raw(key: PrivateKey, data: bytes) -> bytes:
+    """``data`` signed as :func:`tlsleak.material.sign` signs a certificate."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, asym_padding.PKCS1v15(), hashes.SHA256())
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return key.sign(data, ec.ECDSA(hashes.SHA256(), deterministic_signing=True))
+    if isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        return key.sign(data)
+    raise TypeError(f"tlsleak material has no {type(key).__name__} keys")  # pragma: no cover
+
+
+def _resign(fields: Iterable[bytes], algorithm: bytes, signer: PrivateKey) -> bytes:
+    """A certificate DER: the TBSCertificate of ``fields``, signed by ``signer``.
+
+    ``algorithm`` is the signature AlgorithmIdentifier ``signer`` signs with
+    (the one already inside ``fields``), written again as the outer one.
+    """
+    tbs = _seq(*fields)
+    return _seq(tbs, algorithm, _bits(_sign_raw(signer, tbs)))
+
+
+def _leaf_signer(ident: Identity) -> PrivateKey:
+    return ident.root_key if ident.issued else ident.key
+
+
+def _cert_blob_der(base: Base, leaf: bytes) -> bytes:
+    """The certificate blob with a hand-built leaf, in the base's encoding."""
+    if base.cert_encoding is Encoding.DER:
+        return leaf
+    return _pem(b"CERTIFICATE", leaf) + _chain_pem(base)
+
+
+@cache
+def _v1_root(ident: Identity) -> bytes:
+    """``ident``'s root re-signed as a version-1 certificate (no version, no extensions)."""
+    version, *fields, extensions = _tbs_fields(ident.root)
+    if version[0] != 0xA0 or extensions[0] != 0xA3:
+        raise AssertionError("material.py writes version-3 certificates with extensions")
+    return _resign(fields, fields[1], ident.root_key)
+
+
+@cache
+def _cycle(ident: Identity) -> tuple[x509.Certificate, x509.Certificate]:
+    """Two CA certificates issuing each other, the first named like ``ident``'s intermediate.
+
+    The first holds the intermediate's key (which signed the leaf), so a
+    chain builder starting from the leaf walks into the cycle.
+    """
+    inter, other_name = ident.chain[0], _cycle_name(ident)
+    other_key = private_key(ident.key_type, 1)
+
+    def ca(
+        serial: int, subject: x509.Name, key: PrivateKey, issuer: x509.Name, signer: PrivateKey
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(inter.not_valid_before_utc)
+            .not_valid_after(inter.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        )
+        return sign(builder, signer)
+
+    serial = inter.serial_number + 0x40000
+    first = ca(serial, inter.subject, ident.root_key, other_name, other_key)
+    second = ca(serial + 1, other_name, other_key, inter.subject, ident.root_key)
+    return first, second
+
+
+def _cycle_name(ident: Identity) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tlsleak test material"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"tlsleak cycle {ident.key_type.value}"),
+        ]
+    )
 
 
 # --- certificate ----------------------------------------------------------------------------------
@@ -628,6 +981,59 @@ def cert_inflated_length(draw: DrawFn, base: Base) -> InitCase:
     return replace(base.case, cert=der[:2] + new_length.to_bytes(width, "big") + der[2 + width :])
 
 
+@defect(field="cert", expect=Expect.ACCEPTED)
+def not_yet_valid_cert(draw: DrawFn, base: Base) -> InitCase:
+    """Leaf certificate that only becomes valid in 2090."""
+    cert = _cert_blob(base.identity, _future_leaf(base.identity), base.cert_encoding)
+    return replace(base.case, cert=cert)
+
+
+@defect(field="cert", expect=Expect.ACCEPTED)
+def cert_critical_unknown_extension(draw: DrawFn, base: Base) -> InitCase:
+    """Leaf certificate with a critical extension of an unknown type."""
+    leaf = _critical_unknown_leaf(base.identity)
+    return replace(base.case, cert=_cert_blob(base.identity, leaf, base.cert_encoding))
+
+
+@defect(field="cert", expect=Expect.REJECTED, steps={Step.CERTIFICATE})
+def cert_unknown_key_algorithm(draw: DrawFn, base: Base) -> InitCase:
+    """Leaf whose SubjectPublicKeyInfo names an algorithm OpenSSL does not know."""
+    fields = _tbs_fields(base.identity.leaf)
+    key_bits = _children(fields[6])[1]
+    algorithm = _oid(f"{_UNKNOWN_ARC}.2.{draw(st.integers(0, 2**32))}")
+    params = _NULL if draw(st.booleans()) else b""
+    fields[6] = _seq(_seq(algorithm, params), key_bits)
+    leaf = _resign(fields, fields[2], _leaf_signer(base.identity))
+    return replace(base.case, cert=_cert_blob_der(base, leaf))
+
+
+@defect(field="cert", expect=Expect.ACCEPTED)
+def cert_signature_algorithm_mismatch(draw: DrawFn, base: Base) -> InitCase:
+    """Leaf whose outer signature algorithm differs from the one inside its TBSCertificate."""
+    tbs, inner, signature = _children(_leaf_der(base))
+    outer = draw(st.sampled_from([a for a in _SIGNATURE_ALGORITHMS if a != inner]))
+    return replace(base.case, cert=_cert_blob_der(base, _seq(tbs, outer, signature)))
+
+
+@defect(field="cert", expect=Expect.ACCEPTED, needs=_PEM_CERT)
+def chain_duplicate_cert(draw: DrawFn, base: Base) -> InitCase:
+    """Certificate bundle repeating one of its certificates after the chain."""
+    certs = (base.identity.leaf, *base.identity.chain)
+    again = cert_bytes(draw(st.sampled_from(certs)), Encoding.PEM)
+    return replace(base.case, cert=base.case.cert + again * draw(st.integers(1, 3)))
+
+
+@defect(
+    field="cert",
+    expect=Expect.ACCEPTED,
+    needs=Needs(cert_encodings=frozenset({Encoding.PEM}), issued=True),
+)
+def chain_cycle(draw: DrawFn, base: Base) -> InitCase:
+    """Leaf followed by two CA certificates that issue each other."""
+    blob = _leaf_pem(base) + b"".join(cert_bytes(c) for c in _cycle(base.identity))
+    return replace(base.case, cert=blob)
+
+
 # --- private key ----------------------------------------------------------------------------------
 
 
@@ -722,6 +1128,137 @@ def key_flipped_byte(draw: DrawFn, base: Base) -> InitCase:
     return replace(base.case, key=_flip(draw, base.case.key))
 
 
+_RSA: Final = Needs(key_types=frozenset({KeyType.RSA2048}))
+_EC: Final = Needs(key_types=frozenset(_CURVES))
+_EDWARDS: Final = Needs(key_types=frozenset(_EDWARDS_OIDS))
+
+
+@defect(field="key", expect=Expect.ACCEPTED, needs=_RSA)
+def rsa_key_bad_crt(draw: DrawFn, base: Base) -> InitCase:
+    """RSA key matching the certificate whose dp, dq or qinv is wrong."""
+    numbers = _rsa_numbers(base)
+    crt = [numbers.dmp1, numbers.dmq1, numbers.iqmp]
+    crt[draw(st.integers(0, 2))] += draw(st.integers(1, 2**64))
+    pub = numbers.public_numbers
+    return replace(
+        base.case, key=_write_rsa(base, pub.n, pub.e, numbers.d, numbers.p, numbers.q, crt)
+    )
+
+
+# OpenSSL parses the next three keys without complaint: what refuses them is
+# that their public half differs from the certificate's.  With a certificate
+# to match, the exponents pass every init step (see rsa_identity_exponent_one).
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_RSA)
+def rsa_key_even_modulus(draw: DrawFn, base: Base) -> InitCase:
+    """RSA key whose modulus is even (one of its primes is 2)."""
+    q, e = _rsa_numbers(base).q, 65537
+    d = pow(e, -1, q - 1)  # material.py's primes have q - 1 prime to e
+    return replace(base.case, key=_write_rsa(base, 2 * q, e, d, 2, q, (0, d % (q - 1), 1)))
+
+
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_RSA)
+def rsa_key_exponent_one(draw: DrawFn, base: Base) -> InitCase:
+    """RSA key with public (and private) exponent 1, the certificate's modulus."""
+    numbers = _rsa_numbers(base)
+    n, p, q = numbers.public_numbers.n, numbers.p, numbers.q
+    return replace(base.case, key=_write_rsa(base, n, 1, 1, p, q, (1, 1, numbers.iqmp)))
+
+
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_RSA)
+def rsa_key_even_exponent(draw: DrawFn, base: Base) -> InitCase:
+    """RSA key with an even public exponent, the certificate's modulus."""
+    numbers = _rsa_numbers(base)
+    e = 2 * draw(st.integers(1, 2**31))
+    crt = (numbers.dmp1, numbers.dmq1, numbers.iqmp)
+    n = numbers.public_numbers.n
+    return replace(base.case, key=_write_rsa(base, n, e, numbers.d, numbers.p, numbers.q, crt))
+
+
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_EC)
+def ec_key_point_off_curve(draw: DrawFn, base: Base) -> InitCase:
+    """EC key whose public point is not on its curve."""
+    curve, secret, x, y = _ec_numbers(base)
+    bad_y = (y + draw(st.integers(1, 2**32))) % curve.prime
+    # Only (x, y) and (x, -y) are on the curve.
+    while bad_y in (y, -y % curve.prime):
+        bad_y = (bad_y + 1) % curve.prime
+    scalar = secret.to_bytes(curve.size)
+    return replace(base.case, key=_write_ec(base, curve.oid, scalar, _point(curve, x, bad_y)))
+
+
+# OpenSSL takes the public point as given when the key holds one: a private
+# scalar that does not belong to it goes unnoticed until something signs.
+@defect(field="key", expect=Expect.ACCEPTED, needs=_EC)
+def ec_key_zero_scalar(draw: DrawFn, base: Base) -> InitCase:
+    """EC key holding the certificate's public point and a private scalar of zero."""
+    curve, _, x, y = _ec_numbers(base)
+    key = _write_ec(base, curve.oid, bytes(curve.size), _point(curve, x, y))
+    return replace(base.case, key=key)
+
+
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_EC)
+def ec_key_zero_scalar_no_point(draw: DrawFn, base: Base) -> InitCase:
+    """EC key with a private scalar of zero and no public point to go with it."""
+    # OpenSSL derives the point from the scalar (the point at infinity), which
+    # does not match the certificate.
+    curve = _ec_numbers(base)[0]
+    return replace(base.case, key=_write_ec(base, curve.oid, bytes(curve.size), None))
+
+
+@defect(field="key", expect=Expect.ACCEPTED, needs=_EC)
+def ec_key_scalar_over_order(draw: DrawFn, base: Base) -> InitCase:
+    """EC key whose private scalar is the right one plus a multiple of the group order."""
+    curve, secret, x, y = _ec_numbers(base)
+    scalar = secret + draw(st.integers(1, 2**16)) * curve.order
+    raw = scalar.to_bytes(max(curve.size, (scalar.bit_length() + 7) // 8))
+    return replace(base.case, key=_write_ec(base, curve.oid, raw, _point(curve, x, y)))
+
+
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_EC)
+def ec_key_unknown_curve(draw: DrawFn, base: Base) -> InitCase:
+    """EC key on a named curve whose OID OpenSSL does not know."""
+    curve, secret, x, y = _ec_numbers(base)
+    oid = f"{_UNKNOWN_ARC}.3.{draw(st.integers(0, 2**32))}"
+    key = _write_ec(base, oid, secret.to_bytes(curve.size), _point(curve, x, y))
+    return replace(base.case, key=key)
+
+
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY}, needs=_EDWARDS)
+def edwards_key_wrong_length(draw: DrawFn, base: Base) -> InitCase:
+    """Ed25519 or Ed448 private key one or more bytes too short or too long."""
+    key = base.identity.key
+    if not isinstance(key, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey):
+        raise TypeError("an Edwards defect needs an Edwards base")  # pragma: no cover
+    raw = key.private_bytes_raw()
+    length = draw(st.integers(0, 2 * len(raw) - 1))
+    length += length >= len(raw)  # every length but the right one
+    seed = (raw * 3)[:length]
+    info = _pkcs8(_seq(_oid(_EDWARDS_OIDS[base.key_type])), _octets(seed))
+    return replace(base.case, key=_write_key(base, info))
+
+
+# OpenSSL still has a DSA slot: the key lands there, next to an empty
+# certificate, and only the explicit check refuses it (like other_type_key).
+@defect(field="key", expect=Expect.REJECTED, steps={Step.CHECK_KEY})
+def dsa_key(draw: DrawFn, base: Base) -> InitCase:
+    """A 1024-bit DSA key where the certificate's key belongs."""
+    params = _seq(_int(_DSA_P), _int(_DSA_Q), _int(_DSA_G))
+    info = _pkcs8(_seq(_oid(_DSA_OID), params), _int(_DSA_X))
+    return replace(base.case, key=_write_key(base, info))
+
+
+# No slot takes a DH key: SSL_CTX_use_PrivateKey refuses its type outright.
+@defect(field="key", expect=Expect.REJECTED, steps={Step.KEY})
+def dh_key(draw: DrawFn, base: Base) -> InitCase:
+    """A Diffie-Hellman key (PKCS#3 or X9.42), which can't sign, as the key."""
+    # The DSA group doubles as a DH group: X9.42 names its subgroup order q.
+    if draw(st.booleans()):
+        algorithm = _seq(_oid(_DHX_OID), _seq(_int(_DSA_P), _int(_DSA_G), _int(_DSA_Q)))
+    else:
+        algorithm = _seq(_oid(_DH_OID), _seq(_int(_DSA_P), _int(_DSA_G)))
+    return replace(base.case, key=_write_key(base, _pkcs8(algorithm, _int(_DSA_X))))
+
+
 # --- password -------------------------------------------------------------------------------------
 
 
@@ -772,6 +1309,14 @@ def ca_garbage_second_cert(draw: DrawFn, base: Base) -> InitCase:
     return replace(base.case, ca=cert_bytes(base.identity.root, Encoding.PEM) + garbage)
 
 
+@defect(field="ca", expect=Expect.ACCEPTED)
+def ca_version_1(draw: DrawFn, base: Base) -> InitCase:
+    """The root given as CA re-signed as a version-1 certificate (no extensions)."""
+    root = _v1_root(base.identity)
+    ca = root if base.cert_encoding is Encoding.DER else _pem(b"CERTIFICATE", root)
+    return replace(base.case, ca=ca)
+
+
 # --- server name ----------------------------------------------------------------------------------
 
 
@@ -805,3 +1350,31 @@ def binary_server_name(draw: DrawFn, base: Base) -> InitCase:
 def cert_key_swapped(draw: DrawFn, base: Base) -> InitCase:
     """Certificate given as the key and key given as the certificate."""
     return replace(base.case, cert=base.case.key, key=base.case.cert)
+
+
+def _rsa_identity(base: Base, e: int, d: int, crt: Iterable[int]) -> InitCase:
+    """The base's leaf and key with public exponent ``e`` (the leaf re-signed by its issuer)."""
+    numbers = _rsa_numbers(base)
+    n = numbers.public_numbers.n
+    fields = _tbs_fields(base.identity.leaf)
+    fields[6] = _seq(_seq(_oid(_RSA_OID), _NULL), _bits(_seq(_int(n), _int(e))))
+    leaf = _resign(fields, fields[2], _leaf_signer(base.identity))
+    key = _write_rsa(base, n, e, d, numbers.p, numbers.q, crt)
+    return replace(base.case, cert=_cert_blob_der(base, leaf), key=key)
+
+
+# Neither exponent is refused at init: OpenSSL checks an RSA key's size, not
+# its exponent, and key and certificate match.
+@defect(field="pair", expect=Expect.ACCEPTED, needs=_RSA)
+def rsa_identity_exponent_one(draw: DrawFn, base: Base) -> InitCase:
+    """RSA certificate and key with public exponent 1 (encryption is the identity)."""
+    numbers = _rsa_numbers(base)
+    return _rsa_identity(base, 1, 1, (1, 1, numbers.iqmp))
+
+
+@defect(field="pair", expect=Expect.ACCEPTED, needs=_RSA)
+def rsa_identity_even_exponent(draw: DrawFn, base: Base) -> InitCase:
+    """RSA certificate and key with an even public exponent (no private exponent exists)."""
+    numbers = _rsa_numbers(base)
+    e = 2 * draw(st.integers(1, 2**31))
+    return _rsa_identity(base, e, numbers.d, (numbers.dmp1, numbers.dmq1, numbers.iqmp))
