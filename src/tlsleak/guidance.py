@@ -13,6 +13,11 @@ took is visible, though, in what the attempt reports:
   bucket: 8-11, 12-15, 16-23, ...) per step: two inputs rejected at the same
   step with the same reason but a very different allocation count went
   different distances into the parser;
+- the whole error stack of a rejection, in order, as one more feature: an
+  ASN.1 failure is reported as the reason followed by one ``nested asn1
+  error`` per enclosing structure, so the stack says how deep into the
+  certificate or key the parser got; keeping an input that fails one level
+  deeper is what walks the fuzzer into the structure;
 - the kind of any finding at its step.
 
 :func:`features` extracts them from a :class:`~tlsleak.oracle.Verdict`;
@@ -49,6 +54,7 @@ POOL_SIZE: Final = 4096
 Feature = str
 
 _ERROR: Final = "err"
+_STACK: Final = "stack"
 _ALLOCS: Final = "alloc"
 _FINDING: Final = "finding"
 
@@ -74,6 +80,8 @@ def features(verdict: Verdict) -> frozenset[Feature]:
     found: set[Feature] = {f"{_ERROR} {step} {e.library} {e.reason}" for e in outcome.errors}
     if not outcome.errors:
         found.add(f"{_ERROR} {step} {outcome.status}")
+    elif len(outcome.errors) > 1:
+        found.add(f"{_STACK} {step} " + " > ".join(e.reason for e in outcome.errors))
     if verdict.allocations is not None:
         found.add(f"{_ALLOCS} {step} {alloc_bucket(verdict.allocations)}")
     found.update(f"{_FINDING} {f.kind} {step}" for f in verdict.findings)
