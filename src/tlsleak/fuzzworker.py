@@ -43,7 +43,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from tlsleak.instrumentation import NOT_INSTRUMENTED, instrumented_packages
@@ -161,19 +161,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             report()
 
     events.send(ev="ready", target=target.name, ledgers=[x.name for x in oracle.ledgers])
-    mutator = _custom_mutator(args.mutator)
-    atheris.Setup([sys.argv[0], *libfuzzer], test_one_input, custom_mutator=mutator)
+    if args.mutator == "structure":
+        from tlsleak.mutator import custom_crossover, custom_mutator
+
+        atheris.Setup(
+            [sys.argv[0], *libfuzzer],
+            test_one_input,
+            custom_mutator=custom_mutator,
+            custom_crossover=custom_crossover,
+        )
+    else:
+        atheris.Setup([sys.argv[0], *libfuzzer], test_one_input)
     atheris.Fuzz()
     return 0  # not reached: libFuzzer exits the process
-
-
-def _custom_mutator(kind: str) -> Callable[[bytes, int, int], bytes] | None:
-    if kind == "bytes":
-        return None
-    from tlsleak.mutator import custom_mutator  # type: ignore[import-not-found,import-untyped,unused-ignore]
-
-    result: Callable[[bytes, int, int], bytes] = custom_mutator
-    return result
 
 
 if __name__ == "__main__":

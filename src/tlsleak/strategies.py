@@ -37,7 +37,15 @@ from tlsleak.case import InitCase, Mode
 from tlsleak.defects import DEFECTS, Base, Defect, Needs
 from tlsleak.material import Encoding, KeyFormat, KeyType
 
-__all__ = ["generate", "init_cases", "key_types", "malformed_cases", "valid_cases"]
+__all__ = [
+    "MUTATED",
+    "generate",
+    "init_cases",
+    "key_types",
+    "malformed_cases",
+    "mutated_cases",
+    "valid_cases",
+]
 
 # Default orders: examples shrink towards the first value.  EC P-256 is first
 # because it is the fastest to load and check (and the most common on the
@@ -387,6 +395,51 @@ def init_cases(
         key_encodings=key_encodings,
         issued=issued,
     )
+
+
+#: The label prefix of a structure-aware mutation (``mutated:pem:relabel@cert``).
+MUTATED: Final = "mutated:"
+
+
+def mutated_cases(
+    base: SearchStrategy[InitCase] | None = None, *, max_mutations: int = 2
+) -> SearchStrategy[InitCase]:
+    """Generates cases changed by structure-aware mutations (:mod:`tlsleak.mutator`).
+
+    A case is drawn from ``base`` (default: :func:`init_cases`), then changed
+    by 1 to ``max_mutations`` mutations in a row: a blob through the PEM- and
+    DER-level mutations of :mod:`tlsleak.pem` and :mod:`tlsleak.der`, valid
+    material swapped in, blobs crossed over from a second case of ``base``,
+    or the mode, password or server name changed.  Each mutation adds a label
+    ``mutated:<name>`` (``mutated:der:length-too-short@cert``) to the labels
+    the base case had, so a case says what was done to it.
+
+    Every decision is drawn through Hypothesis, so examples shrink towards a
+    single mutation, the first operation (a blob mutation of the
+    certificate), the simplest PEM/DER mutation that applies, and the base
+    strategy's own simplest case.  The outcome of a mutated case is not known
+    in advance: use them as fuzz material (the invariant still holds).
+    """
+    if base is not None and not isinstance(base, SearchStrategy):
+        raise InvalidArgument(f"base must be a strategy of InitCase, not {base!r}")
+    if isinstance(max_mutations, bool) or not isinstance(max_mutations, int) or max_mutations < 1:
+        raise InvalidArgument(f"max_mutations must be an integer >= 1, not {max_mutations!r}")
+    source = init_cases() if base is None else base
+
+    @st.composite
+    def mutated(draw: DrawFn) -> InitCase:
+        from tlsleak.choices import DrawChoices
+        from tlsleak.mutator import mutate_case
+
+        case = draw(source)
+        choices = DrawChoices(draw)
+        for _ in range(draw(st.integers(1, max_mutations))):
+            other = draw(source).encode()
+            changed, name = mutate_case(case.encode(), choices, other=other)
+            case = changed.with_labels(MUTATED + name)
+        return case
+
+    return mutated()
 
 
 def generate(strategy: SearchStrategy[InitCase], n: int, *, seed: int) -> list[InitCase]:
