@@ -49,20 +49,26 @@ def _campaign(options: CampaignOptions) -> tuple[Campaign, CampaignStatus]:
     return campaign, campaign.run()
 
 
+class _FirstFinding:
+    """Stops a campaign at its first finding and remembers when that was."""
+
+    def __init__(self) -> None:
+        self.campaign: Campaign | None = None
+        self.at: float | None = None
+
+    def __call__(self, status: CampaignStatus) -> None:
+        if status.findings and self.at is None and self.campaign is not None:
+            self.at = status.elapsed
+            self.campaign.stop(hurry=True)
+
+
 def time_to_first_finding(runs: int, limit: float) -> list[float]:
     times: list[float] = []
     for run in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
             empty = Path(tmp) / "corpus"
             empty.mkdir()
-            found: list[float] = []
-            campaign: Campaign
-
-            def watch(status: CampaignStatus) -> None:
-                if status.findings and not found:
-                    found.append(status.elapsed)
-                    campaign.stop(hurry=True)
-
+            watch = _FirstFinding()
             options = CampaignOptions(
                 "control-leaky",
                 Path(tmp) / "out",
@@ -71,9 +77,9 @@ def time_to_first_finding(runs: int, limit: float) -> list[float]:
                 seed=run,
                 minimize_budget=0,
             )
-            campaign = Campaign(options, on_status=watch, status_every=0.05)
-            campaign.run()
-            times.append(found[0] if found else float("inf"))
+            watch.campaign = Campaign(options, on_status=watch, status_every=0.05)
+            watch.campaign.run()
+            times.append(watch.at if watch.at is not None else float("inf"))
             print(f"  run {run + 1}: {times[-1]:.2f} s", flush=True)
     return times
 
@@ -148,19 +154,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "first-finding" in parts:
         print("time to first confirmed finding, control-leaky, empty corpus:", flush=True)
         times = time_to_first_finding(args.runs, limit=60.0)
-        print(f"first-finding: median {statistics.median(times):.2f} s over {len(times)} runs "
-              f"(min {min(times):.2f}, max {max(times):.2f}); goal < 5 s\n")
+        print(
+            f"first-finding: median {statistics.median(times):.2f} s over {len(times)} runs "
+            f"(min {min(times):.2f}, max {max(times):.2f}); goal < 5 s\n"
+        )
 
     if "scaling" in parts:
         print(f"executions per second on {args.target} (bundled corpus):", flush=True)
         rates = scaling(args.target, args.scaling_seconds, args.scaling_rounds)
         one, two = statistics.median(rates[1]), statistics.median(rates[2])
-        print(f"exec/s: 1 job {one:.1f}/s, 2 jobs {two:.1f}/s ({two / 2:.1f}/s per worker); "
-              f"2-job scaling {_ratio(two, one)}\n")
+        print(
+            f"exec/s: 1 job {one:.1f}/s, 2 jobs {two:.1f}/s ({two / 2:.1f}/s per worker); "
+            f"2-job scaling {_ratio(two, one)}\n"
+        )
 
     if "guidance" in parts:
-        print(f"guided vs plain, {args.target}, {args.seconds:g} s each, seed {args.seed}, "
-              "empty corpus, side by side:", flush=True)
+        print(
+            f"guided vs plain, {args.target}, {args.seconds:g} s each, seed {args.seed}, "
+            "empty corpus, side by side:",
+            flush=True,
+        )
         guided, plain = side_by_side(args.target, args.seconds, args.seed, {}, {"plain": True})
         (gp, gb), (pp, pb) = _counts(guided), _counts(plain)
         print(f"guided: {gp} (step, reason) pairs, {gb} alloc buckets")
@@ -169,16 +182,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     if "mutator" in parts:
         for target in args.mutator_targets.split(","):
-            print(f"structure-aware vs byte mutation, {target}, {args.seconds:g} s each, "
-                  f"seed {args.seed}, empty corpus, side by side:", flush=True)
+            print(
+                f"structure-aware vs byte mutation, {target}, {args.seconds:g} s each, "
+                f"seed {args.seed}, empty corpus, side by side:",
+                flush=True,
+            )
             structure, plain_bytes = side_by_side(
                 target, args.seconds, args.seed, {"mutator": "structure"}, {"mutator": "bytes"}
             )
             (sp, sb), (bp, bb) = _counts(structure), _counts(plain_bytes)
             print(f"structure: {sp} pairs, {sb} alloc buckets")
             print(f"bytes:     {bp} pairs, {bb} alloc buckets")
-            print(f"structure-aware: {_ratio(sp, bp)} pairs, {_ratio(sb, bb)} buckets; "
-                  "goal >= 2x")
+            print(f"structure-aware: {_ratio(sp, bp)} pairs, {_ratio(sb, bb)} buckets; goal >= 2x")
             only = sorted(f for f in structure.features - plain_bytes.features if is_error_pair(f))
             print("reached only with structure-aware mutation:")
             for feature in only:
