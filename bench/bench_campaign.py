@@ -14,10 +14,11 @@ noisy: compare ratios, not absolute numbers between runs):
     (1, 2, 1, 2, ...) so that drift hits both alike; medians reported.
 ``guided vs plain``
     distinct (step, OpenSSL library, reason) pairs and allocation-count
-    buckets reached in ``--seconds`` from an empty corpus with the same seed,
-    by a campaign with error-path guidance and one without (Python coverage
-    only), run at the same time, one worker each, so both get the same
-    machine.
+    buckets reached in ``--seconds`` from an empty corpus with the same seed
+    by plain atheris (Python coverage, libFuzzer's byte mutations), by the
+    same with error-path guidance added, and by a default campaign (guidance
+    and the structure-aware mutator); run at the same time, one worker each,
+    so all get the same share of the machine.
 ``structure vs bytes``
     the same, structure-aware custom mutator against libFuzzer's byte
     mutations (both guided), with the reasons only the structure-aware run
@@ -101,13 +102,13 @@ def scaling(target: str, seconds: float, rounds: int) -> dict[int, list[float]]:
 
 
 def side_by_side(
-    target: str, seconds: float, seed: int, a: dict[str, object], b: dict[str, object]
-) -> tuple[Campaign, Campaign]:
-    """Two one-worker campaigns from an empty corpus at the same time; options a and b differ."""
+    target: str, seconds: float, seed: int, *variants: dict[str, object]
+) -> list[Campaign]:
+    """One-worker campaigns from an empty corpus at the same time, one per variant of options."""
     results: list[Campaign] = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = []
-        for name, extra in (("a", a), ("b", b)):
+        for name, extra in enumerate(variants):
             corpus = Path(tmp) / f"{name}-corpus"
             corpus.mkdir()
             options = CampaignOptions(
@@ -126,7 +127,7 @@ def side_by_side(
             thread.start()
         for thread in runs:
             thread.join()
-    return results[0], results[1]
+    return results
 
 
 def _counts(campaign: Campaign) -> tuple[int, int]:
@@ -189,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             structure, plain_bytes = side_by_side(
                 target, args.seconds, args.seed, {"mutator": "structure"}, {"mutator": "bytes"}
+            )
+            execs = (structure.workers[0].status.execs, plain_bytes.workers[0].status.execs)
+            print(
+                f"executions: structure {execs[0]:,} ({execs[0] / args.seconds:.0f}/s), "
+                f"bytes {execs[1]:,} ({execs[1] / args.seconds:.0f}/s)"
             )
             (sp, sb), (bp, bb) = _counts(structure), _counts(plain_bytes)
             print(f"structure: {sp} pairs, {sb} alloc buckets")

@@ -143,8 +143,9 @@ class CampaignOptions:
     seed: int = 0
     #: Feed libFuzzer Python coverage only (no error-path guidance).
     plain: bool = False
-    #: ``structure`` (the structure-aware custom mutator) or ``bytes`` (libFuzzer's own).
-    mutator: str = "bytes"
+    #: ``structure`` (the structure-aware custom mutator, :mod:`tlsleak.mutator`)
+    #: or ``bytes`` (libFuzzer's own byte mutations).
+    mutator: str = "structure"
     replays: int = DEFAULT_REPLAYS
     #: Seconds one input may take (with its replays) before it is a timeout.
     timeout: float = 10.0

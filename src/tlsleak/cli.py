@@ -231,9 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_argument(
         "--mutator",
         choices=["structure", "bytes"],
-        default="bytes",
-        help="structure-aware mutations of the case, or libFuzzer's byte mutations "
-        "(default: bytes)",
+        default="structure",
+        help="structure-aware mutations of the case (PEM, DER, valid material, crossover; "
+        "the default) or libFuzzer's own byte mutations",
     )
     fuzz.add_argument(
         "--replays",
