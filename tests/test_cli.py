@@ -194,3 +194,15 @@ def test_fail_budget_samples_deterministically() -> None:
     assert points[-1] == 1000
     assert points == _failure_points(case, 1000, 10)
     assert _failure_points(case, 5, 10) == [1, 2, 3, 4, 5]
+
+
+def test_docs_mutation_tables_are_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    from tlsleak import der, mutator, pem
+
+    assert main(["mutations"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert len(names) == len(pem.MUTATIONS) + len(der.MUTATIONS) + len(mutator.OPERATIONS)
+    assert main(["mutations", "--markdown"]) == 0
+    tables = capsys.readouterr().out
+    docs = Path(__file__).resolve().parent.parent / "docs" / "mutations.md"
+    assert docs.read_text().endswith(tables), "regenerate docs/mutations.md (see its header)"

@@ -88,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.required = True
 
     commands.add_parser("targets", help="list the built-in targets and their ledgers")
+    mutations = commands.add_parser(
+        "mutations", help="list the structure-aware mutations (PEM, DER, whole case)"
+    )
+    mutations.add_argument(
+        "--markdown", action="store_true", help="as the tables of docs/mutations.md"
+    )
     defects = commands.add_parser("defects", help="list the defect catalogue")
     defects.add_argument(
         "--markdown", action="store_true", help="as the Markdown table of docs/defects.md"
@@ -388,6 +394,33 @@ def _cmd_defects(args: argparse.Namespace) -> int:
     width = max(len(name) for name in DEFECTS)
     for d in DEFECTS.values():
         print(f"{d.name:<{width}}  {d.field:<11}  {d.expect.value:<8}  {d.description}")
+    return EXIT_CLEAN
+
+
+def _cmd_mutations(args: argparse.Namespace) -> int:
+    from tlsleak import der, mutator, pem
+
+    sections = [
+        (
+            "pem",
+            "PEM level (tlsleak.pem)",
+            [(m.name, m.description) for m in pem.MUTATIONS.values()],
+        ),
+        (
+            "der",
+            "DER level (tlsleak.der)",
+            [(m.name, m.description) for m in der.MUTATIONS.values()],
+        ),
+        ("case", "whole case (tlsleak.mutator)", list(mutator.OPERATION_DESCRIPTIONS.items())),
+    ]
+    for prefix, title, rows in sections:
+        if args.markdown:
+            print(f"\n## {title}\n\n| mutation | description |\n| --- | --- |")
+            for name, description in rows:
+                print(f"| {prefix}:{name} | {description} |")
+        else:
+            for name, description in rows:
+                print(f"{prefix}:{name:<28}  {description}")
     return EXIT_CLEAN
 
 
@@ -825,6 +858,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.libfuzzer = passed_on
         if args.command == "targets":
             return _cmd_targets(args)
+        if args.command == "mutations":
+            return _cmd_mutations(args)
         if args.command == "defects":
             return _cmd_defects(args)
         if args.command == "check":

@@ -60,6 +60,7 @@ __all__ = [
     "BLOBS",
     "BYTE_SHARE",
     "OPERATIONS",
+    "OPERATION_DESCRIPTIONS",
     "custom_crossover",
     "custom_mutator",
     "mutate_blob",
@@ -68,8 +69,17 @@ __all__ = [
 
 #: The fields holding certificates and keys, simplest to damage first.
 BLOBS: Final = ("cert", "key", "ca")
-#: The kinds of change :func:`mutate_case` makes, simplest first.
-OPERATIONS: Final = ("blob", "material", "crossover", "splice", "mode", "password", "server-name")
+#: The kinds of change :func:`mutate_case` makes, simplest first, described.
+OPERATION_DESCRIPTIONS: Final = {
+    "blob": "One certificate or key blob through a PEM-level or DER-level mutation.",
+    "material": "A blob replaced by valid material (a chain, a key in some format, a CA).",
+    "crossover": "A blob taken from another input.",
+    "splice": "A PEM block of another blob (or input) appended to a blob.",
+    "mode": "Server mode swapped for client mode, or back.",
+    "password": "The key's password replaced (empty, the material's, over-long, a NUL).",
+    "server-name": "The server name replaced (empty, over-long, embedded NUL, not UTF-8).",
+}
+OPERATIONS: Final = tuple(OPERATION_DESCRIPTIONS)
 _WITHOUT_DONOR: Final = tuple(op for op in OPERATIONS if op != "crossover")
 #: One custom mutation in this many is libFuzzer's own byte mutation instead.
 BYTE_SHARE: Final = 5
