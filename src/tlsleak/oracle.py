@@ -174,6 +174,10 @@ class Finding:
             what += " (" + ", ".join(str(s) for s in self.sites[:3]) + ")"
         if self.fail_at is not None:
             what += f" [allocation {self.fail_at} made to fail]"
+        if what.startswith(self.outcome.message) and self.outcome.message:
+            # An exception, a crash or a hang: the outcome already says it all.
+            rest = what[len(self.outcome.message) :]
+            return f"{self.kind} in {self.target}: {self.outcome.describe()}{rest}"
         return f"{self.kind} in {self.target} ({self.outcome.describe()}): {what}"
 
     def to_json(self) -> dict[str, Any]:
