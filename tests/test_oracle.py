@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import OpenSSL.SSL
@@ -203,3 +204,23 @@ def test_replays_must_be_positive() -> None:
 def test_check_needs_a_started_oracle() -> None:
     with pytest.raises(RuntimeError, match="start"):
         Oracle(resolve_target("pyopenssl")).check(InitCase())
+
+
+def test_pyopenssl_refusing_an_overlong_passphrase_is_a_rejection() -> None:
+    # pyOpenSSL raises ValueError for a passphrase past OpenSSL's 1024-byte
+    # buffer, by design: a rejection at the key step, and still measured.
+    from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
+
+    ident = identity(KeyType.EC_P256, issued=False)
+    key = key_bytes(ident.key, KeyFormat.PKCS8_ENCRYPTED, Encoding.PEM, b"secret")
+    case = InitCase(cert=cert_bytes(ident.leaf), key=key, password=b"x" * 1025)
+    with Oracle(resolve_target("pyopenssl")) as oracle:
+        verdict = oracle.check(case)
+        assert verdict.outcome.status is Status.REJECTED
+        assert verdict.outcome.step == "key"
+        assert "too long" in verdict.outcome.message
+        assert verdict.clean
+        # Negative control: a password that fits is an ordinary wrong password.
+        fits = oracle.check(replace(case, password=b"x" * 1024))
+        assert fits.outcome.status is Status.REJECTED
+        assert "too long" not in fits.outcome.message

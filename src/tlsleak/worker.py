@@ -154,7 +154,16 @@ class IsolatedOracle:
             argv += ["--ledger", name]
         try:
             self._proc = subprocess.Popen(
-                argv, env=child_env(), pass_fds=(req_read, resp_write), stdin=subprocess.DEVNULL
+                argv,
+                env=child_env(),
+                pass_fds=(req_read, resp_write),
+                stdin=subprocess.DEVNULL,
+                # No controlling terminal: OpenSSL asks for a PEM pass phrase
+                # on /dev/tty itself (not stdin) when a blob says it is
+                # encrypted and no callback is given, and a fuzz input must
+                # not stop a run to wait for someone to type.  Ctrl-C goes to
+                # the parent, which ends the child by closing its pipes.
+                start_new_session=True,
             )
         finally:
             os.close(req_read)

@@ -15,7 +15,7 @@ report shows.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Final
 
 from OpenSSL import SSL, crypto
 
@@ -59,6 +59,9 @@ class _Progress:
         self.step: str = Step.CONTEXT
 
 
+_PASSPHRASE_TOO_LONG: Final = "passphrase returned by callback is too long"
+
+
 class PyOpenSSLTarget:
     """Init path on pyOpenSSL (the default target)."""
 
@@ -80,6 +83,14 @@ class PyOpenSSLTarget:
             return Outcome(Status.REJECTED, progress.step, pyopenssl_error_entries(exc))
         except Rejected as exc:
             return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
+        except ValueError as exc:
+            if progress.step is Step.KEY and str(exc) == _PASSPHRASE_TOO_LONG:
+                # pyOpenSSL's own refusal, by design: OpenSSL hands the
+                # passphrase callback a PEM_BUFSIZE (1024-byte) buffer, and
+                # pyOpenSSL raises rather than truncate.  A rejection of the
+                # input, not a bug (leaks are still measured either way).
+                return Outcome(Status.REJECTED, progress.step, (), str(exc))
+            return Outcome(Status.ERROR, progress.step, (), f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # anything else is itself a finding
             return Outcome(Status.ERROR, progress.step, (), f"{type(exc).__name__}: {exc}")
         return Outcome.accepted()
