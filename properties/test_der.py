@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import TypeVar
 
 import pytest
 from hypothesis import find, given, settings
@@ -12,11 +10,9 @@ from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn
 
 from tlsleak import der
-from tlsleak.choices import DrawChoices, RandomChoices
+from tlsleak.choices import DrawChoices, RandomChoices, SimplestChoices
 from tlsleak.der import MUTATIONS, fix_lengths, mutate, parse, serialise, tlv
 from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
-
-T = TypeVar("T")
 
 _NAMES = list(MUTATIONS)
 
@@ -176,20 +172,7 @@ def test_deep_nesting_neither_recurses_nor_raises(
 # --- shrinking ------------------------------------------------------------------------------------
 
 
-class Simplest:
-    """What Hypothesis shrinks each decision to: lowest integer, first option, False, zeros."""
-
-    def integer(self, low: int, high: int) -> int:
-        return low
-
-    def choice(self, options: Sequence[T]) -> T:
-        return options[0]
-
-    def boolean(self) -> bool:
-        return False
-
-    def blob(self, min_size: int, max_size: int) -> bytes:
-        return bytes(min_size)
+Simplest = SimplestChoices
 
 
 @st.composite
@@ -212,4 +195,3 @@ def test_draw_choices_shrink_to_the_simplest_mutation(names: tuple[str, ...]) ->
     assert smallest == mutate(cert, Simplest(), mutations=names)
     if names == ("time-feb-30",):  # the first time there is: notBefore
         assert b"\x17\x0d250230000000Z" in smallest[0]
-

@@ -5,13 +5,12 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from typing import TypeVar
 
 import pytest
 from cryptography import x509
 
 from tlsleak import der
-from tlsleak.choices import RandomChoices
+from tlsleak.choices import RandomChoices, SimplestChoices
 from tlsleak.der import (
     MUTATIONS,
     Node,
@@ -25,23 +24,7 @@ from tlsleak.der import (
 )
 from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
 
-T = TypeVar("T")
-
-
-class Simplest:
-    """The answers Hypothesis shrinks towards: lowest integer, first option, False, zeros."""
-
-    def integer(self, low: int, high: int) -> int:
-        return low
-
-    def choice(self, options: Sequence[T]) -> T:
-        return options[0]
-
-    def boolean(self) -> bool:
-        return False
-
-    def blob(self, min_size: int, max_size: int) -> bytes:
-        return bytes(min_size)
+Simplest = SimplestChoices
 
 
 def _cert(key_type: KeyType = KeyType.EC_P256) -> bytes:

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
-__all__ = ["Choices", "DrawChoices", "RandomChoices"]
+__all__ = ["Choices", "DrawChoices", "RandomChoices", "SimplestChoices"]
 
 T = TypeVar("T")
 
@@ -89,3 +89,23 @@ class DrawChoices:
     def blob(self, min_size: int, max_size: int) -> bytes:
         value: bytes = self.draw(st.binary(min_size=min_size, max_size=max_size))
         return value
+
+
+class SimplestChoices:
+    """The answers Hypothesis shrinks towards: lowest integer, first option, False, zeros.
+
+    What a mutator does with these is what a failing example shrinks to, so
+    tests (and users) can see a mutation's simplest form without a search.
+    """
+
+    def integer(self, low: int, high: int) -> int:
+        return low
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[0]
+
+    def boolean(self) -> bool:
+        return False
+
+    def blob(self, min_size: int, max_size: int) -> bytes:
+        return bytes(min_size)
