@@ -327,3 +327,27 @@ def test_corpus_grow_by_fuzzing_adds_inputs_and_reports_findings(
     # On the fixed control the same growth is clean, and nothing is kept.
     assert main(["corpus", "grow", str(folder), "--fuzz", "control-fixed", "--time", "3"]) == 0
     assert main(["corpus", "grow", str(folder), "--fuzz", "x", "--defect", "empty-cert"]) == 2
+
+
+def test_a_full_disk_is_reported_once_and_the_campaign_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlsleak import campaign as campaign_module
+    from tlsleak.corpus import CorpusError
+
+    corpus = tmp_path / "corpus"
+    write_case(corpus, InitCase())
+    before = sorted(p.name for p in corpus.iterdir())
+
+    def full(folder: Path, data: bytes) -> tuple[Path, bool]:
+        raise CorpusError(f"{folder}: cannot write: No space left on device")
+
+    monkeypatch.setattr(campaign_module, "write_input", full)
+    options = CampaignOptions("control-leaky", tmp_path / "out", corpus=corpus, seconds=6)
+    _campaign, status, messages = _run(options)
+    assert [m for m in messages if "No space left" in m] == [
+        f"corpus: {corpus}: cannot write: No space left on device"
+    ]
+    assert status.execs > 0  # type: ignore[attr-defined]
+    assert [f.kind for f in status.findings] == ["leak"]  # type: ignore[attr-defined]
+    assert sorted(p.name for p in corpus.iterdir()) == before  # nothing half-written
