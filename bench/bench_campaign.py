@@ -15,10 +15,11 @@ noisy: compare ratios, not absolute numbers between runs):
 ``guided vs plain``
     distinct (step, OpenSSL library, reason) pairs and allocation-count
     buckets reached in ``--seconds`` from an empty corpus with the same seed
-    by plain atheris (Python coverage, libFuzzer's byte mutations), by the
-    same with error-path guidance added, and by a default campaign (guidance
-    and the structure-aware mutator); run at the same time, one worker each,
-    so all get the same share of the machine.
+    by four campaigns: plain atheris (Python coverage, libFuzzer's byte
+    mutations), the same with error-path guidance, the structure-aware
+    mutator with Python coverage only, and both (tlsleak fuzz's default).
+    They run at the same time, one worker each, so all get the same share
+    of the machine.
 ``structure vs bytes``
     the same, structure-aware custom mutator against libFuzzer's byte
     mutations (both guided), with the reasons only the structure-aware run
@@ -175,11 +176,22 @@ def main(argv: Sequence[str] | None = None) -> None:
             "empty corpus, side by side:",
             flush=True,
         )
-        guided, plain = side_by_side(args.target, args.seconds, args.seed, {}, {"plain": True})
-        (gp, gb), (pp, pb) = _counts(guided), _counts(plain)
-        print(f"guided: {gp} (step, reason) pairs, {gb} alloc buckets")
-        print(f"plain:  {pp} (step, reason) pairs, {pb} alloc buckets")
-        print(f"guidance: {_ratio(gp, pp)} pairs, {_ratio(gb, pb)} buckets; goal >= 2x pairs\n")
+        variants = {
+            "plain atheris (bytes, Python coverage)": {"plain": True, "mutator": "bytes"},
+            "bytes + error-path guidance": {"mutator": "bytes"},
+            "structure-aware, Python coverage only": {"plain": True},
+            "structure-aware + guidance (default)": {},
+        }
+        runs = side_by_side(args.target, args.seconds, args.seed, *variants.values())
+        counts = [_counts(run) for run in runs]
+        for name, (pairs, buckets) in zip(variants, counts, strict=True):
+            print(f"  {name:40} {pairs:4} (step, reason) pairs, {buckets:3} alloc buckets")
+        (pp, pb), (gp, _gb), (sp, _sb), (dp, db) = counts
+        print(
+            f"guidance alone: {_ratio(gp, pp)} pairs with byte mutations, {_ratio(dp, sp)} with "
+            f"structure-aware ones; tlsleak fuzz vs plain atheris: {_ratio(dp, pp)} pairs, "
+            f"{_ratio(db, pb)} buckets (goal >= 2x pairs)\n"
+        )
 
     if "mutator" in parts:
         for target in args.mutator_targets.split(","):

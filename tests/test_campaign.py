@@ -351,3 +351,13 @@ def test_a_full_disk_is_reported_once_and_the_campaign_goes_on(
     assert status.execs > 0  # type: ignore[attr-defined]
     assert [f.kind for f in status.findings] == ["leak"]  # type: ignore[attr-defined]
     assert sorted(p.name for p in corpus.iterdir()) == before  # nothing half-written
+
+
+def test_a_campaign_that_cannot_start_releases_its_folder(tmp_path: Path) -> None:
+    import fcntl
+
+    out = tmp_path / "out"
+    with pytest.raises(CampaignError, match="no-such-target"):
+        Campaign(CampaignOptions("no-such-target", out, seconds=1)).run()
+    with (out / ".lock").open("wb") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held

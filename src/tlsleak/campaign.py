@@ -312,6 +312,8 @@ class _Desk:
                 self._error(str(exc))
             except WorkerError as exc:
                 self._error(f"checker: {exc}")
+            except Exception as exc:  # a long campaign must outlive one bad finding
+                self._error(f"could not store a finding: {type(exc).__name__}: {exc}")
 
     def _store(self, finding: Finding) -> None:
         reproducer, reproduced = finding.case, None
@@ -574,21 +576,13 @@ class Campaign:
     def run(self) -> CampaignStatus:
         """Run until the time is up or :meth:`stop`; the final status."""
         self._prepare_out()
-        self._prepare_corpus()
-        checker = IsolatedOracle(
-            self.options.target, replays=self.options.replays, timeout=self.options.timeout
-        )
         try:
-            checker.start()
-        except WorkerError as exc:
-            raise CampaignError(str(exc)) from None
-        self.target_name = checker.target_name
+            self._prepare_corpus()
+            checker = self._start_checker()
+        except BaseException:
+            self._release()
+            raise
         store = FindingStore(self.out / "findings")
-        try:
-            (self.out / "findings").mkdir(exist_ok=True)
-        except OSError as exc:
-            checker.close()
-            raise CampaignError(f"--out {self.out}: cannot write there: {exc.strerror}") from None
         desk = _Desk(store, checker, self.options.minimize_budget)
         started = time.monotonic()
         until = None if self.options.seconds is None else time.time() + self.options.seconds
@@ -642,9 +636,29 @@ class Campaign:
             self._append_stats(stats_file, final)
             self._relay(desk)
             shutil.rmtree(self.out / ".work", ignore_errors=True)
-            if self._lock_file is not None:
-                self._lock_file.close()
+            self._release()
         return final
+
+    def _start_checker(self) -> IsolatedOracle:
+        """The isolated oracle that minimises findings; starting it also validates the target."""
+        try:
+            (self.out / "findings").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise CampaignError(f"--out {self.out}: cannot write there: {exc.strerror}") from None
+        checker = IsolatedOracle(
+            self.options.target, replays=self.options.replays, timeout=self.options.timeout
+        )
+        try:
+            checker.start()
+        except WorkerError as exc:
+            raise CampaignError(str(exc)) from None
+        self.target_name = checker.target_name
+        return checker
+
+    def _release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the file releases the lock
+            self._lock_file = None
 
     def _start(
         self,
