@@ -192,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     fuzz = commands.add_parser(
         "fuzz",
         help="run a fuzz campaign on a target",
+        usage="%(prog)s TARGET [options] [-- -libfuzzer_flag=value ...]",
         description="Fuzz TARGET with libFuzzer (atheris) workers, each input checked by the "
         "oracle. New inputs are added to the corpus; each distinct finding gets a folder with a "
         "minimised reproducer under OUT/findings. Ctrl-C stops cleanly (twice: without "
