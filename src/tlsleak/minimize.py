@@ -14,7 +14,11 @@ failing case found so far and tries candidates derived from it, in this order:
    the base64 body lines are kept, since the parser's verdict on them is
    usually the point of the case;
 4. each blob truncated: cut to half, then by a quarter, an eighth, ... down
-   to one byte off the end.
+   to one byte off the end;
+5. one DER element dropped from a DER blob, or from a PEM block's body,
+   with the lengths around it repaired (:mod:`tlsleak.der`): outermost
+   elements first, at most 128 per blob.  What is left is a certificate or
+   key with only the parts the failure needs.
 
 A candidate is tried only when it is strictly smaller than the current best
 (fewer total blob bytes; equal size broken by the byte encoding), so the
@@ -33,11 +37,13 @@ returned, so a small budget gives a partly shrunk case, never a wrong one.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
+from tlsleak import der
 from tlsleak.case import FIELDS, InitCase
 from tlsleak.oracle import Finding, Verdict
 from tlsleak.targets._blobs import is_pem, pem_blocks
@@ -111,6 +117,82 @@ def _candidates(case: InitCase) -> Iterator[InitCase]:
         while cut >= 1:
             yield _with(case, name, blob[: len(blob) - cut])
             cut //= 2
+    for name in present:
+        for smaller in _der_simplified(blobs[name]):
+            yield _with(case, name, smaller)
+
+
+#: DER elements tried for removal per blob (a certificate has about 60).
+_MAX_DER_DROPS: Final = 128
+
+
+def _der_simplified(blob: bytes) -> Iterator[bytes]:
+    """``blob`` with one DER element removed and the lengths around it made right again.
+
+    A DER blob is simplified directly; a PEM blob block by block, through its
+    base64 body (re-armored in 64-column lines, other blocks kept as they
+    were).  Outermost elements are tried first: dropping a whole extension
+    or name is worth more than dropping one of its fields.
+    """
+    if is_pem(blob):
+        blocks = pem_blocks(blob)
+        for i, block in enumerate(blocks):
+            body = _pem_body(block)
+            if body is None:
+                continue
+            der_bytes, label = body
+            for smaller in _der_drops(der_bytes):
+                yield b"".join([*blocks[:i], _armor(label, smaller), *blocks[i + 1 :]])
+    elif blob[:1] == b"\x30":
+        yield from _der_drops(blob)
+
+
+def _der_drops(data: bytes) -> Iterator[bytes]:
+    count = sum(1 for _ in _elements(der.parse(data)))
+    for index in range(min(count, _MAX_DER_DROPS)):
+        tree = der.parse(data)  # a fresh tree per candidate: the drop edits it
+        for position, (siblings, node) in enumerate(_elements(tree)):
+            if position == index:
+                siblings.remove(node)
+                break
+        der.fix_lengths(tree)
+        yield der.serialise(tree)
+
+
+def _elements(nodes: list[der.Node]) -> Iterator[tuple[list[der.Node], der.Node]]:
+    """Every parsed element below the top level, breadth first, with the list holding it."""
+    queue = [node for node in nodes if node.children is not None]
+    while queue:
+        parent = queue.pop(0)
+        assert parent.children is not None
+        for child in parent.children:
+            if not child.is_raw:
+                yield parent.children, child
+            if child.children is not None:
+                queue.append(child)
+
+
+def _pem_body(block: bytes) -> tuple[bytes, bytes] | None:
+    """The DER and the label of one PEM block, or None when it has headers or bad base64."""
+    match = _PEM_BLOCK.search(block)
+    if match is None:
+        return None
+    try:
+        return base64.b64decode(match["body"], validate=False), match["label"]
+    except ValueError:
+        return None
+
+
+def _armor(label: bytes, data: bytes) -> bytes:
+    text = base64.b64encode(data)
+    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, lines, label)
+
+
+_PEM_BLOCK: Final = re.compile(
+    rb"-----BEGIN (?P<label>[A-Z0-9 ]+)-----\r?\n"
+    rb"(?P<body>[A-Za-z0-9+/=\s]*?)-----END (?P=label)-----"
+)
 
 
 def minimize(
