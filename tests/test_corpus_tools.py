@@ -262,3 +262,27 @@ def test_merge_into_a_source_is_refused(corpus: Path, capsys: pytest.CaptureFixt
     assert main(["corpus", "merge", str(corpus), "--into", str(corpus)]) == 2
     assert "is also a source" in capsys.readouterr().err
     assert _snapshot(corpus) == before
+
+
+def test_merge_on_a_target_keeps_what_guides_a_campaign(tmp_path: Path) -> None:
+    # Two accepted cases with no labels: one behaviour by outcome, but the
+    # one with a CA and a chain makes more allocations (another bucket of the
+    # campaign's coverage), so merging keeps both; without a target, one.
+    from tlsleak.material import KeyType, cert_bytes, identity, key_bytes
+
+    plain = identity(KeyType.EC_P256, issued=False)
+    issued = identity(KeyType.EC_P256)
+    small = InitCase(cert=cert_bytes(plain.leaf), key=key_bytes(plain.key))
+    full = InitCase(
+        ca=cert_bytes(issued.root),
+        cert=cert_bytes(issued.leaf) + cert_bytes(issued.chain[0]),
+        key=key_bytes(issued.key),
+    )
+    source = tmp_path / "src"
+    for case in (small, full):
+        write_case(source, case)
+    assert main(["corpus", "merge", str(source), "--into", str(tmp_path / "a")]) == 0
+    assert len(list((tmp_path / "a").iterdir())) == 1
+    argv = ["corpus", "merge", str(source), "--into", str(tmp_path / "b"), "--target", "pyopenssl"]
+    assert main(argv) == 0
+    assert len(list((tmp_path / "b").iterdir())) == 2

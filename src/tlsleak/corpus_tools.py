@@ -34,6 +34,7 @@ from tlsleak.corpus import (
     write_case,
 )
 from tlsleak.describe import key_type_name
+from tlsleak.guidance import features
 from tlsleak.oracle import Verdict
 from tlsleak.targets._blobs import is_pem, pem_blocks
 
@@ -295,8 +296,10 @@ def merge_corpora(
 
     Without ``checker`` a behaviour is a label set; with it, the outcome's
     status, step and sorted OpenSSL error reasons together with the label set,
-    and every finding signature is a behaviour of its own (so a case that
-    showed a finding is never merged away).
+    every finding signature (so a case that showed a finding is never merged
+    away), and every coverage feature a fuzz campaign is guided by
+    (:func:`tlsleak.guidance.features`: error pairs and stacks, allocation
+    buckets) is a behaviour of its own.
     """
     if into.exists() and not into.is_dir():
         raise CorpusError(f"{into}: exists and is not a folder")
@@ -320,6 +323,9 @@ def merge_corpora(
             reasons = tuple(sorted(str(e) for e in outcome.errors))
             keys.append(("outcome", str(outcome.status), outcome.step, reasons, labels))
             keys.extend(("finding", f.signature) for f in verdict.findings)
+            # The campaign's own notion of coverage (error stacks, allocation
+            # buckets): a merged corpus gives a new campaign the same start.
+            keys.extend(("feature", f) for f in features(verdict))
         for key in keys:
             if _smaller(best.get(key), (data, case)):
                 best[key] = (data, case)

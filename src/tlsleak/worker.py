@@ -207,7 +207,7 @@ class IsolatedOracle:
         findings = tuple(Finding.from_json(f) for f in reply["findings"])
         errors = tuple(OpenSSLError(lib, reason) for lib, reason in reply["errors"])
         outcome = Outcome(Status(reply["status"]), reply["step"], errors, reply["message"])
-        return Verdict(case, outcome, findings)
+        return Verdict(case, outcome, findings, reply.get("allocations"))
 
     def count_allocations(self, case: InitCase) -> int:
         reply = self._ask(_COUNT, case, None)
@@ -265,6 +265,7 @@ def _serve(oracle: Oracle, requests: int, replies: int) -> None:
             "errors": [[e.library, e.reason] for e in verdict.outcome.errors],
             "message": verdict.outcome.message,
             "findings": [f.to_json() for f in verdict.findings],
+            "allocations": verdict.allocations,
         }
         _write(replies, json.dumps(reply).encode())
 
