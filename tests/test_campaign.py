@@ -361,3 +361,40 @@ def test_a_campaign_that_cannot_start_releases_its_folder(tmp_path: Path) -> Non
         Campaign(CampaignOptions("no-such-target", out, seconds=1)).run()
     with (out / ".lock").open("wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held
+
+
+def test_a_c_library_that_segfaults_is_a_crash_finding(
+    tmp_path: Path, c_controls: dict[str, Path]
+) -> None:
+    # The C control dereferences NULL on a certificate starting "CRASH": the
+    # worker dies on SIGSEGV in C, the campaign stores the crash and goes on.
+    corpus = tmp_path / "corpus"
+    write_case(corpus, InitCase())
+    write_case(corpus, InitCase(cert=b"CRASH"))
+    target = f"c:{c_controls['crash']}"
+    options = CampaignOptions(target, tmp_path / "out", corpus=corpus, seconds=8)
+    _campaign, status, _messages = _run(options)
+    crashes = [f for f in status.findings if f.kind == "crash"]  # type: ignore[attr-defined]
+    assert len(crashes) == 1
+    assert "SIGSEGV" in crashes[0].summary
+    assert status.workers[0].restarts >= 1  # type: ignore[attr-defined]
+    assert status.execs > 0  # type: ignore[attr-defined]
+
+
+def test_a_leaking_c_library_gives_one_leak_with_its_allocation_sites(
+    tmp_path: Path, c_controls: dict[str, Path]
+) -> None:
+    # Positive control through the preloaded heap shim: the C leaky control
+    # leaks on every rejected case; the fixed one (negative control) never.
+    corpus = tmp_path / "corpus"
+    write_case(corpus, InitCase(cert=b"not a certificate"))
+    for name, expected in (("leaky", ["leak"]), ("fixed", [])):
+        out = tmp_path / name
+        options = CampaignOptions(f"c:{c_controls[name]}", out, corpus=corpus, seconds=6)
+        _campaign, status, _messages = _run(options)
+        assert [f.kind for f in status.findings] == expected, name  # type: ignore[attr-defined]
+    [folder] = _complete_findings(tmp_path / "leaky" / "findings")
+    finding, _case = load_finding(folder)
+    assert finding.sites  # where OpenSSL allocated what leaked
+    assert all(value > 0 for value in finding.delta.values())
+    assert any(site.file.endswith(".c") for site in finding.sites)
