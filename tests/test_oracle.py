@@ -224,3 +224,21 @@ def test_pyopenssl_refusing_an_overlong_passphrase_is_a_rejection() -> None:
         fits = oracle.check(replace(case, password=b"x" * 1024))
         assert fits.outcome.status is Status.REJECTED
         assert "too long" not in fits.outcome.message
+
+
+def test_verdicts_are_the_same_with_the_collector_settled() -> None:
+    # What the worker processes do (settle_collector, i.e. gc.freeze) must not
+    # change a verdict: leak, cycle and clean code are told apart as before.
+    import gc
+
+    from tlsleak.oracle import settle_collector
+
+    settle_collector()
+    try:
+        [leak] = _check(leaks_a_context)
+        [cycle] = _check(cycles_a_context)
+        assert leak.kind is FindingKind.LEAK
+        assert cycle.kind is FindingKind.CYCLE
+        assert _check(frees_its_context) == []
+    finally:
+        gc.unfreeze()

@@ -52,6 +52,10 @@ __all__ = ["STATS_EVERY", "main"]
 
 #: Seconds between two stats events of a worker.
 STATS_EVERY: Final = 0.5
+# When to freeze what is alive out of the collector's way: after the first
+# inputs have filled the caches, then now and then.
+_SETTLE_AT: Final = frozenset({1, 100})
+_SETTLE_EVERY: Final = 10_000
 
 
 class _Events:
@@ -106,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             events.send(ev="error", message=str(exc).strip("'\""))
             return 2
     from tlsleak.guidance import POOL_SIZE, FeatureCounters, features
+    from tlsleak.oracle import settle_collector
 
     counters = None
     if not args.plain:
@@ -139,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal execs
         verdict = oracle.check(decode(data))
         execs += 1
+        if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
+            settle_collector()  # see its docstring: full collections stay cheap
         found = features(verdict)
         if counters is not None:
             counters.hit(found)

@@ -33,7 +33,14 @@ from typing import Any, Final
 
 from tlsleak.case import InitCase, decode
 from tlsleak.errors import OpenSSLError
-from tlsleak.oracle import DEFAULT_REPLAYS, Finding, FindingKind, Oracle, Verdict
+from tlsleak.oracle import (
+    DEFAULT_REPLAYS,
+    Finding,
+    FindingKind,
+    Oracle,
+    Verdict,
+    settle_collector,
+)
 from tlsleak.targets import Outcome, Status
 
 __all__ = ["DEFAULT_TIMEOUT", "IsolatedOracle", "WorkerError", "child_env"]
@@ -291,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"ledger not active, nothing would be measured: {message}"
         _write(args.replies, json.dumps({"error": message}).encode())
         return 2
+    settle_collector()  # this process only runs the oracle: see settle_collector
     ready = {
         "target": target.name,
         "ledgers": [ledger.name for ledger in oracle.ledgers],
