@@ -24,12 +24,15 @@ from tlsleak.material import (
 
 _DIGEST = """
 import hashlib
-from tlsleak.material import KeyType, cert_bytes, identity, key_bytes
+from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
 h = hashlib.sha256()
 for kt in KeyType:
     for issued in (True, False):
         i = identity(kt, issued=issued)
         h.update(cert_bytes(i.leaf) + cert_bytes(i.root) + key_bytes(i.key))
+    # Encrypted keys too: salt and IV derive from the key and the password.
+    for encoding in Encoding:
+        h.update(key_bytes(i.key, KeyFormat.PKCS8_ENCRYPTED, encoding, b"pw"))
 print(h.hexdigest())
 """
 
@@ -79,3 +82,17 @@ def test_der_and_pem_hold_the_same_certificate() -> None:
     ident = identity(KeyType.ED25519)
     assert x509.load_der_x509_certificate(cert_bytes(ident.leaf, Encoding.DER)) == ident.leaf
     assert x509.load_pem_x509_certificate(cert_bytes(ident.leaf, Encoding.PEM)) == ident.leaf
+
+
+def test_encrypted_keys_open_with_their_password_only() -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = identity(KeyType.EC_P256).key
+    for encoding, load in (
+        (Encoding.PEM, serialization.load_pem_private_key),
+        (Encoding.DER, serialization.load_der_private_key),
+    ):
+        blob = key_bytes(key, KeyFormat.PKCS8_ENCRYPTED, encoding, b"pw")
+        assert load(blob, b"pw").private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+        with pytest.raises(ValueError, match="Incorrect password"):
+            load(blob, b"not the password")

@@ -35,15 +35,13 @@ from typing import Final, Literal, get_args
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn
 
+from tlsleak import der
 from tlsleak.case import InitCase, Mode
 from tlsleak.der import tlv
 from tlsleak.material import (
@@ -56,6 +54,7 @@ from tlsleak.material import (
     KeyType,
     PrivateKey,
     cert_bytes,
+    encrypt_pkcs8,
     identity,
     key_bytes,
     private_key,
@@ -532,57 +531,18 @@ _DSA_G: Final = int(
 # The private value of the DSA and DH keys: fixed, like all tlsleak material.
 _DSA_X: Final = int.from_bytes(hashlib.shake_256(b"tlsleak dsa key").digest(32)) % (_DSA_Q - 1) + 1
 
-# PBES2 as OpenSSL writes it by default, for hand-built keys in encrypted bases.
-_PBES2_OID: Final = "1.2.840.113549.1.5.13"
-_PBKDF2_OID: Final = "1.2.840.113549.1.5.12"
-_HMAC_SHA256_OID: Final = "1.2.840.113549.2.9"
-_AES256_CBC_OID: Final = "2.16.840.1.101.3.4.1.42"
-_PBKDF2_ROUNDS: Final = 2048
-
-
-def _int(n: int) -> bytes:
-    """A non-negative INTEGER (a leading zero octet when the top bit is set)."""
-    return tlv(0x02, n.to_bytes(n.bit_length() // 8 + 1, "big"))
-
-
-def _seq(*items: bytes) -> bytes:
-    return tlv(0x30, b"".join(items))
-
-
-def _octets(content: bytes) -> bytes:
-    return tlv(0x04, content)
-
-
-def _bits(content: bytes) -> bytes:
-    """A BIT STRING of whole octets."""
-    return tlv(0x03, b"\0" + content)
-
-
-def _oid(dotted: str) -> bytes:
-    """An OBJECT IDENTIFIER from its dotted form."""
-    arcs = [int(arc) for arc in dotted.split(".")]
-    body = bytearray()
-    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
-        septets = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            septets.append(0x80 | (arc & 0x7F))
-            arc >>= 7
-        body += bytes(reversed(septets))
-    return tlv(0x06, bytes(body))
-
 
 # Signature AlgorithmIdentifiers a certificate's outer algorithm can be set
 # to: every one material.py signs with (RSA ones carry NULL parameters).
 _SIGNATURE_ALGORITHMS: Final = (
-    _seq(_oid("1.2.840.113549.1.1.11"), _NULL),  # sha256WithRSAEncryption
-    _seq(_oid("1.2.840.113549.1.1.12"), _NULL),  # sha384WithRSAEncryption
-    _seq(_oid("1.2.840.113549.1.1.13"), _NULL),  # sha512WithRSAEncryption
-    _seq(_oid("1.2.840.10045.4.3.2")),  # ecdsa-with-SHA256
-    _seq(_oid("1.2.840.10045.4.3.3")),  # ecdsa-with-SHA384
-    _seq(_oid("1.2.840.10045.4.3.4")),  # ecdsa-with-SHA512
-    _seq(_oid("1.3.101.112")),  # Ed25519
-    _seq(_oid("1.3.101.113")),  # Ed448
+    der.sequence(der.oid("1.2.840.113549.1.1.11"), _NULL),  # sha256WithRSAEncryption
+    der.sequence(der.oid("1.2.840.113549.1.1.12"), _NULL),  # sha384WithRSAEncryption
+    der.sequence(der.oid("1.2.840.113549.1.1.13"), _NULL),  # sha512WithRSAEncryption
+    der.sequence(der.oid("1.2.840.10045.4.3.2")),  # ecdsa-with-SHA256
+    der.sequence(der.oid("1.2.840.10045.4.3.3")),  # ecdsa-with-SHA384
+    der.sequence(der.oid("1.2.840.10045.4.3.4")),  # ecdsa-with-SHA512
+    der.sequence(der.oid("1.3.101.112")),  # Ed25519
+    der.sequence(der.oid("1.3.101.113")),  # Ed448
 )
 
 
@@ -608,28 +568,10 @@ def _children(der: bytes) -> list[bytes]:
 
 def _pkcs8(algorithm: bytes, private: bytes) -> bytes:
     """A PrivateKeyInfo: version 0, the AlgorithmIdentifier and the private key's encoding."""
-    return _seq(_int(0), algorithm, _octets(private))
+    return der.sequence(der.integer(0), algorithm, der.octet_string(private))
 
 
 @lru_cache(maxsize=1024)
-def _encrypt_pkcs8(info: bytes, password: bytes) -> bytes:
-    """``info`` as an EncryptedPrivateKeyInfo (PBES2: PBKDF2-HMAC-SHA256, AES-256-CBC).
-
-    Salt and IV derive from the content, so a key encrypts to the same bytes
-    in every process.
-    """
-    digest = hashlib.sha256(b"tlsleak pbes2\0" + password + b"\0" + info).digest()
-    salt, iv = digest[:16], digest[16:]
-    secret = PBKDF2HMAC(hashes.SHA256(), 32, salt, _PBKDF2_ROUNDS).derive(password)
-    padder = sym_padding.PKCS7(128).padder()
-    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
-    ciphertext = encryptor.update(padder.update(info) + padder.finalize()) + encryptor.finalize()
-    prf = _seq(_oid(_HMAC_SHA256_OID), _NULL)
-    kdf = _seq(_oid(_PBKDF2_OID), _seq(_octets(salt), _int(_PBKDF2_ROUNDS), prf))
-    scheme = _seq(_oid(_AES256_CBC_OID), _octets(iv))
-    return _seq(_seq(_oid(_PBES2_OID), _seq(kdf, scheme)), _octets(ciphertext))
-
-
 def _write_key(base: Base, info: bytes, traditional: bytes | None = None) -> bytes:
     """A hand-built key written the way ``base`` writes its own.
 
@@ -643,7 +585,7 @@ def _write_key(base: Base, info: bytes, traditional: bytes | None = None) -> byt
     elif fmt is KeyFormat.SEC1 and traditional is not None:
         der, label = traditional, b"EC PRIVATE KEY"
     elif fmt is KeyFormat.PKCS8_ENCRYPTED:
-        der, label = _encrypt_pkcs8(info, base.password), b"ENCRYPTED PRIVATE KEY"
+        der, label = encrypt_pkcs8(info, base.password), b"ENCRYPTED PRIVATE KEY"
     else:
         der, label = info, b"PRIVATE KEY"
     return der if base.key_encoding is Encoding.DER else _pem(label, der)
@@ -658,8 +600,8 @@ def _rsa_numbers(base: Base) -> rsa.RSAPrivateNumbers:
 
 def _write_rsa(base: Base, n: int, e: int, d: int, p: int, q: int, crt: Iterable[int]) -> bytes:
     """An RSAPrivateKey of these numbers, checked for nothing, written as ``base`` writes keys."""
-    pkcs1 = _seq(_int(0), *(_int(v) for v in (n, e, d, p, q, *crt)))
-    return _write_key(base, _pkcs8(_seq(_oid(_RSA_OID), _NULL), pkcs1), pkcs1)
+    pkcs1 = der.sequence(der.integer(0), *(der.integer(v) for v in (n, e, d, p, q, *crt)))
+    return _write_key(base, _pkcs8(der.sequence(der.oid(_RSA_OID), _NULL), pkcs1), pkcs1)
 
 
 def _ec_numbers(base: Base) -> tuple[_Curve, int, int, int]:
@@ -685,15 +627,15 @@ def _write_ec(base: Base, curve_oid: str, scalar: bytes, point: bytes | None) ->
     """
 
     def ec_private_key(curve: bytes | None) -> bytes:
-        parts = [_int(1), _octets(scalar)]
+        parts = [der.integer(1), der.octet_string(scalar)]
         if curve is not None:
             parts.append(tlv(0xA0, curve))
         if point is not None:
-            parts.append(tlv(0xA1, _bits(point)))
-        return _seq(*parts)
+            parts.append(tlv(0xA1, der.bit_string(point)))
+        return der.sequence(*parts)
 
-    named = _oid(curve_oid)
-    info = _pkcs8(_seq(_oid(_EC_OID), named), ec_private_key(None))
+    named = der.oid(curve_oid)
+    info = _pkcs8(der.sequence(der.oid(_EC_OID), named), ec_private_key(None))
     return _write_key(base, info, ec_private_key(named))
 
 
@@ -719,8 +661,8 @@ def _resign(fields: Iterable[bytes], algorithm: bytes, signer: PrivateKey) -> by
     ``algorithm`` is the signature AlgorithmIdentifier ``signer`` signs with
     (the one already inside ``fields``), written again as the outer one.
     """
-    tbs = _seq(*fields)
-    return _seq(tbs, algorithm, _bits(_sign_raw(signer, tbs)))
+    tbs = der.sequence(*fields)
+    return der.sequence(tbs, algorithm, der.bit_string(_sign_raw(signer, tbs)))
 
 
 def _leaf_signer(ident: Identity) -> PrivateKey:
@@ -1000,9 +942,9 @@ def cert_unknown_key_algorithm(draw: DrawFn, base: Base) -> InitCase:
     """Leaf whose SubjectPublicKeyInfo names an algorithm OpenSSL does not know."""
     fields = _tbs_fields(base.identity.leaf)
     key_bits = _children(fields[6])[1]
-    algorithm = _oid(f"{_UNKNOWN_ARC}.2.{draw(st.integers(0, 2**32))}")
+    algorithm = der.oid(f"{_UNKNOWN_ARC}.2.{draw(st.integers(0, 2**32))}")
     params = _NULL if draw(st.booleans()) else b""
-    fields[6] = _seq(_seq(algorithm, params), key_bits)
+    fields[6] = der.sequence(der.sequence(algorithm, params), key_bits)
     leaf = _resign(fields, fields[2], _leaf_signer(base.identity))
     return replace(base.case, cert=_cert_blob_der(base, leaf))
 
@@ -1012,7 +954,7 @@ def cert_signature_algorithm_mismatch(draw: DrawFn, base: Base) -> InitCase:
     """Leaf whose outer signature algorithm differs from the one inside its TBSCertificate."""
     tbs, inner, signature = _children(_leaf_der(base))
     outer = draw(st.sampled_from([a for a in _SIGNATURE_ALGORITHMS if a != inner]))
-    return replace(base.case, cert=_cert_blob_der(base, _seq(tbs, outer, signature)))
+    return replace(base.case, cert=_cert_blob_der(base, der.sequence(tbs, outer, signature)))
 
 
 @defect(field="cert", expect=Expect.ACCEPTED, needs=_PEM_CERT)
@@ -1233,7 +1175,7 @@ def edwards_key_wrong_length(draw: DrawFn, base: Base) -> InitCase:
     length = draw(st.integers(0, 2 * len(raw) - 1))
     length += length >= len(raw)  # every length but the right one
     seed = (raw * 3)[:length]
-    info = _pkcs8(_seq(_oid(_EDWARDS_OIDS[base.key_type])), _octets(seed))
+    info = _pkcs8(der.sequence(der.oid(_EDWARDS_OIDS[base.key_type])), der.octet_string(seed))
     return replace(base.case, key=_write_key(base, info))
 
 
@@ -1242,8 +1184,8 @@ def edwards_key_wrong_length(draw: DrawFn, base: Base) -> InitCase:
 @defect(field="key", expect=Expect.REJECTED, steps={Step.CHECK_KEY})
 def dsa_key(draw: DrawFn, base: Base) -> InitCase:
     """A 1024-bit DSA key where the certificate's key belongs."""
-    params = _seq(_int(_DSA_P), _int(_DSA_Q), _int(_DSA_G))
-    info = _pkcs8(_seq(_oid(_DSA_OID), params), _int(_DSA_X))
+    params = der.sequence(der.integer(_DSA_P), der.integer(_DSA_Q), der.integer(_DSA_G))
+    info = _pkcs8(der.sequence(der.oid(_DSA_OID), params), der.integer(_DSA_X))
     return replace(base.case, key=_write_key(base, info))
 
 
@@ -1253,10 +1195,15 @@ def dh_key(draw: DrawFn, base: Base) -> InitCase:
     """A Diffie-Hellman key (PKCS#3 or X9.42), which can't sign, as the key."""
     # The DSA group doubles as a DH group: X9.42 names its subgroup order q.
     if draw(st.booleans()):
-        algorithm = _seq(_oid(_DHX_OID), _seq(_int(_DSA_P), _int(_DSA_G), _int(_DSA_Q)))
+        algorithm = der.sequence(
+            der.oid(_DHX_OID),
+            der.sequence(der.integer(_DSA_P), der.integer(_DSA_G), der.integer(_DSA_Q)),
+        )
     else:
-        algorithm = _seq(_oid(_DH_OID), _seq(_int(_DSA_P), _int(_DSA_G)))
-    return replace(base.case, key=_write_key(base, _pkcs8(algorithm, _int(_DSA_X))))
+        algorithm = der.sequence(
+            der.oid(_DH_OID), der.sequence(der.integer(_DSA_P), der.integer(_DSA_G))
+        )
+    return replace(base.case, key=_write_key(base, _pkcs8(algorithm, der.integer(_DSA_X))))
 
 
 # --- password -------------------------------------------------------------------------------------
@@ -1357,7 +1304,10 @@ def _rsa_identity(base: Base, e: int, d: int, crt: Iterable[int]) -> InitCase:
     numbers = _rsa_numbers(base)
     n = numbers.public_numbers.n
     fields = _tbs_fields(base.identity.leaf)
-    fields[6] = _seq(_seq(_oid(_RSA_OID), _NULL), _bits(_seq(_int(n), _int(e))))
+    fields[6] = der.sequence(
+        der.sequence(der.oid(_RSA_OID), _NULL),
+        der.bit_string(der.sequence(der.integer(n), der.integer(e))),
+    )
     leaf = _resign(fields, fields[2], _leaf_signer(base.identity))
     key = _write_rsa(base, n, e, d, numbers.p, numbers.q, crt)
     return replace(base.case, cert=_cert_blob_der(base, leaf), key=key)

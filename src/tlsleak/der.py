@@ -109,10 +109,15 @@ __all__ = [
     "Node",
     "Site",
     "TagClass",
+    "bit_string",
     "encode_length",
     "fix_lengths",
+    "integer",
     "mutate",
+    "octet_string",
+    "oid",
     "parse",
+    "sequence",
     "serialise",
     "tlv",
 ]
@@ -156,6 +161,47 @@ def tlv(tag: int, content: bytes) -> bytes:
     if not 0 <= tag <= 0xFF:
         raise ValueError(f"tlv() takes a single-octet tag, not {tag:#x}")
     return bytes([tag]) + encode_length(len(content)) + content
+
+
+# --- building correct DER -------------------------------------------------------------------------
+# For material that must be well-formed around one deliberate defect (an even
+# RSA modulus, a point off the curve, a hand-encrypted key): cryptography
+# refuses to write such values, so they are built element by element.
+
+
+def integer(n: int) -> bytes:
+    """A non-negative INTEGER (a leading zero octet when the top bit is set)."""
+    if n < 0:
+        raise ValueError(f"integer() builds non-negative INTEGERs, not {n}")
+    return tlv(0x02, n.to_bytes(n.bit_length() // 8 + 1, "big"))
+
+
+def sequence(*items: bytes) -> bytes:
+    """A SEQUENCE of already encoded elements."""
+    return tlv(0x30, b"".join(items))
+
+
+def octet_string(content: bytes) -> bytes:
+    return tlv(0x04, content)
+
+
+def bit_string(content: bytes) -> bytes:
+    """A BIT STRING of whole octets (no unused bits)."""
+    return tlv(0x03, b"\0" + content)
+
+
+def oid(dotted: str) -> bytes:
+    """An OBJECT IDENTIFIER from its dotted form (``"1.2.840.113549.1.1.1"``)."""
+    arcs = [int(arc) for arc in dotted.split(".")]
+    body = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        septets = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            septets.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        body += bytes(reversed(septets))
+    return tlv(0x06, bytes(body))
 
 
 # --- the model ------------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from primes found by a seeded search (:func:`rsa_primes`), stored below
 because the search takes about half a second per key in Python (a test
 re-derives them).  ECDSA signatures are deterministic (RFC 6979), RSA PKCS#1
 v1.5 and EdDSA ones are by nature; validity dates are fixed (2025-2045) and
-serials derive from the slot.
+serials derive from the slot.  Encrypted keys are written here
+(:func:`encrypt_pkcs8`) rather than by cryptography, which draws salt and IV
+at random.
 
 These keys are test material, public by construction: never use them for
 anything but testing.
@@ -25,6 +27,7 @@ it in named ways.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import enum
 import hashlib
@@ -36,9 +39,14 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tlsleak import der
 
 __all__ = [
     "POOL_SIZE",
@@ -48,6 +56,7 @@ __all__ = [
     "KeyType",
     "PrivateKey",
     "cert_bytes",
+    "encrypt_pkcs8",
     "identity",
     "key_bytes",
     "private_key",
@@ -363,10 +372,54 @@ def key_bytes(
     if key_format is KeyFormat.PKCS8_ENCRYPTED:
         if not password:
             raise ValueError("an encrypted key needs a password")
-        encryption = serialization.BestAvailableEncryption(password)
-        fmt = serialization.PrivateFormat.PKCS8
-    elif key_format is KeyFormat.PKCS8:
+        # Not cryptography's BestAvailableEncryption: it draws salt and IV at
+        # random, and the material must be the same in every process.
+        info = key.private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, encryption
+        )
+        encrypted = encrypt_pkcs8(info, password)
+        if encoding is Encoding.DER:
+            return encrypted
+        return _pem(b"ENCRYPTED PRIVATE KEY", encrypted)
+    if key_format is KeyFormat.PKCS8:
         fmt = serialization.PrivateFormat.PKCS8
     else:
         fmt = serialization.PrivateFormat.TraditionalOpenSSL
     return key.private_bytes(enc, fmt, encryption)
+
+
+# PBES2 as OpenSSL writes it by default (PKCS#5 v2.1, RFC 8018).
+_PBES2_OID: Final = "1.2.840.113549.1.5.13"
+_PBKDF2_OID: Final = "1.2.840.113549.1.5.12"
+_HMAC_SHA256_OID: Final = "1.2.840.113549.2.9"
+_AES256_CBC_OID: Final = "2.16.840.1.101.3.4.1.42"
+_PBKDF2_ROUNDS: Final = 2048
+
+
+def encrypt_pkcs8(info: bytes, password: bytes) -> bytes:
+    """``info`` as an EncryptedPrivateKeyInfo (PBES2: PBKDF2-HMAC-SHA256, AES-256-CBC).
+
+    Salt and IV derive from the content, so a key encrypts to the same bytes
+    in every process.
+    """
+    digest = hashlib.sha256(b"tlsleak pbes2\0" + password + b"\0" + info).digest()
+    salt, iv = digest[:16], digest[16:]
+    secret = PBKDF2HMAC(hashes.SHA256(), 32, salt, _PBKDF2_ROUNDS).derive(password)
+    padder = sym_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(secret), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(info) + padder.finalize()) + encryptor.finalize()
+    prf = der.sequence(der.oid(_HMAC_SHA256_OID), b"\x05\x00")  # NULL parameters
+    kdf = der.sequence(
+        der.oid(_PBKDF2_OID), der.sequence(der.octet_string(salt), der.integer(_PBKDF2_ROUNDS), prf)
+    )
+    scheme = der.sequence(der.oid(_AES256_CBC_OID), der.octet_string(iv))
+    return der.sequence(
+        der.sequence(der.oid(_PBES2_OID), der.sequence(kdf, scheme)), der.octet_string(ciphertext)
+    )
+
+
+def _pem(label: bytes, data: bytes) -> bytes:
+    """``data`` armored with ``label`` in 64-column lines, as OpenSSL writes it."""
+    text = base64.b64encode(data)
+    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
+    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, lines, label)

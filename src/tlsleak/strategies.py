@@ -451,9 +451,8 @@ def generate(strategy: SearchStrategy[InitCase], n: int, *, seed: int) -> list[I
     Fewer than ``n`` come back when the strategy has fewer distinct examples.
 
     The same seed gives the same cases in every process (the material is
-    deterministic), except for encrypted keys, whose salt and IV
-    ``cryptography`` draws at random.  Must not
-    be called from inside a Hypothesis test.
+    deterministic, encrypted keys included).  Must not be called from inside
+    a Hypothesis test.
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidArgument(f"n must be an integer >= 0, not {n!r}")
