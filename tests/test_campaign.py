@@ -63,6 +63,9 @@ def test_campaign_on_the_leaky_control_stores_one_minimised_leak_that_replays(
     assert kinds == ["leak"]
     record = status.findings[0]  # type: ignore[attr-defined]
     assert record.count > 1
+    # ...seen behind several failing steps (the bundled corpus fails at all).
+    assert len(record.steps) > 1
+    assert sum(record.steps.values()) == record.count
     folders = _complete_findings(out / "findings")
     assert [f.name.rsplit("-", 1)[0] for f in folders] == ["leak-SSL+SSL_CTX"]
     finding, reproducer = load_finding(folders[0])

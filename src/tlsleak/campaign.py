@@ -175,6 +175,12 @@ class FindingRecord:
     count: int = 1
     folder: Path | None = None
     minimized: bool = False
+    #: Sightings per failing step (a leak's signature spans steps).
+    steps: dict[str, int] = field(default_factory=dict)
+
+    def step_list(self) -> str:
+        """The steps it was seen at, most frequent first."""
+        return ",".join(sorted(self.steps, key=lambda s: -self.steps[s])) or self.step
 
 
 @dataclass
@@ -243,22 +249,25 @@ class _Desk:
 
     def offer(self, finding: Finding) -> None:
         with self._lock:
+            step = str(finding.step or "-")
             record = self.records.get(finding.signature)
             if record is not None:
                 record.count += 1
+                record.steps[step] = record.steps.get(step, 0) + 1
                 self._pending[finding.signature] += 1
                 return
             self.records[finding.signature] = FindingRecord(
-                finding.signature, str(finding.kind), str(finding.step or "-"), finding.summary()
+                finding.signature, str(finding.kind), step, finding.summary(), steps={step: 1}
             )
             self._findings[finding.signature] = finding
         self._jobs.put(("finding", finding))
 
-    def repeats(self, signature: str, times: int) -> None:
+    def repeats(self, signature: str, times: int, step: str = "-") -> None:
         with self._lock:
             record = self.records.get(signature)
             if record is not None:
                 record.count += times
+                record.steps[step] = record.steps.get(step, 0) + times
                 self._pending[signature] += times
 
     def artifact(self, kind: FindingKind | None, data: bytes, how: str) -> None:
@@ -695,8 +704,9 @@ class Campaign:
         if kind == "stats":
             worker.status.execs = worker.execs_before + int(event["execs"])
             self._features.update(event["new"])
-            for signature, times in event["repeats"].items():
-                desk.repeats(signature, int(times))
+            for key, times in event["repeats"].items():
+                step, _tab, signature = key.partition("\t")
+                desk.repeats(signature, int(times), step)
         elif kind == "finding":
             desk.offer(Finding.from_json(event["finding"]))
         elif kind == "ready":
@@ -823,7 +833,7 @@ class Campaign:
         t0, e0 = self._rates[0]
         rate = (execs - e0) / (now - t0) if now > t0 else 0.0
         with desk._lock:
-            records = [replace(r) for r in desk.records.values()]
+            records = [replace(r, steps=dict(r.steps)) for r in desk.records.values()]
         return CampaignStatus(
             target=self.target_name,
             elapsed=now - started,

@@ -681,9 +681,7 @@ def _print_report(
             what = "; ".join(sorted({str(e) for e in first.errors_left}))
         else:
             what = first.outcome.message
-        rows.append(
-            (str(first.kind), str(first.step or "-"), str(len(group)), what[:60], path.name)
-        )
+        rows.append((str(first.kind), _steps(group), str(len(group)), what[:60], path.name))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -698,6 +696,15 @@ def _print_report(
                 print(f"  ... {len(first.sites) - _SITES_SHOWN} more sites in the JSON report")
     example = findings[0][0]
     print(f"\nreplay one: tlsleak check {target} {example.parent}/EXAMPLE")
+
+
+def _steps(group: Sequence[tuple[Path, Finding]]) -> str:
+    """The failing steps of a group of findings, most frequent first.
+
+    One leak signature covers every step its missing free shows behind.
+    """
+    counts = Counter(str(f.step or "-") for _path, f in group)
+    return ",".join(step for step, _n in counts.most_common())
 
 
 def _json_report(

@@ -19,7 +19,8 @@ the code under test write to), one JSON object a line:
     the first time this worker sees a signature: the finding and the input.
 ``stats``
     at most every :data:`STATS_EVERY` seconds: executions so far, features
-    seen for the first time, and repeats of known signatures since last time.
+    seen for the first time, and repeats of known signatures since last time
+    (keyed ``"<step>\\t<signature>"``).
 
 The worker stops on its own at ``--until`` (a Unix time), or when the
 campaign sends SIGTERM or SIGINT: either only raises a flag, and the next
@@ -156,7 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for finding in verdict.findings:
             signature = finding.signature
             if signature in sent:
-                repeats[signature] += 1
+                # Keyed by step too: one leak signature covers every step
+                # its missing free shows behind, and the summary says which.
+                repeats[f"{finding.step or '-'}\t{signature}"] += 1
             else:
                 sent.add(signature)
                 events.send(ev="finding", finding=finding.to_json(), data=data.hex())

@@ -111,7 +111,7 @@ def summary_table(status: CampaignStatus) -> Table:
         where = str(record.folder) if record.folder is not None else "(not stored)"
         if record.folder is not None and not record.minimized:
             where += " (not minimised)"
-        table.add_row(record.kind, record.step, f"{record.count:,}", record.summary, where)
+        table.add_row(record.kind, record.step_list(), f"{record.count:,}", record.summary, where)
     if not status.findings:
         table.add_row("-", "-", "0", "no findings", "-")
     return table
