@@ -57,6 +57,16 @@ static void note_failure(const char *step, const char *what) {
 #endif
 }
 
+/* Success: OpenSSL can leave errors queued even when every call succeeded
+ * (X509_STORE_add_cert on a certificate with a malformed extension queues
+ * "invalid certificate" and returns 1), so a careful library clears the
+ * queue on this path too. */
+static void note_success(void) {
+#ifndef CONTROL_KEEP_ERRORS
+    ERR_clear_error();
+#endif
+}
+
 static const char PEM_BEGIN[] = "-----BEGIN";
 #define PEM_BEGIN_LEN (sizeof PEM_BEGIN - 1)
 

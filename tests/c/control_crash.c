@@ -60,6 +60,7 @@ CONTROL_EXPORT int tls_init_once(const unsigned char *ca, size_t ca_len,
     if ((cert_len || key_len) && !check_key(tls))
         goto fail;
     teardown(tls);
+    note_success();
     return 0;
 fail:
     teardown(tls);
