@@ -568,7 +568,7 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tlsleak.campaign import Campaign, CampaignError, CampaignOptions
-    from tlsleak.progress import LiveDisplay, PlainDisplay, summary_table
+    from tlsleak.progress import LiveDisplay, PlainDisplay, summary_table, summary_title
 
     options = CampaignOptions(
         target=args.target,
@@ -616,6 +616,7 @@ def _cmd_fuzz(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
         if display is not None:
             display.close()
+    print(summary_title(status))
     Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
     if status.findings:
         print(

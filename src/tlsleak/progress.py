@@ -18,7 +18,7 @@ from rich.text import Text
 
 from tlsleak.campaign import CampaignStatus
 
-__all__ = ["LiveDisplay", "PlainDisplay", "status_line", "summary_table"]
+__all__ = ["LiveDisplay", "PlainDisplay", "status_line", "summary_table", "summary_title"]
 
 
 def _duration(seconds: float) -> str:
@@ -92,16 +92,20 @@ class LiveDisplay:
         self.live.stop()
 
 
-def summary_table(status: CampaignStatus) -> Table:
-    """The end-of-campaign summary: totals, then one row per distinct finding."""
+def summary_title(status: CampaignStatus) -> str:
+    """The end-of-campaign totals, one line."""
     rate = status.execs / status.elapsed if status.elapsed > 0 else 0.0
-    title = (
+    return (
         f"{status.target}: {status.execs:,} executions in {_duration(status.elapsed)} "
         f"({rate:,.0f}/s on {len(status.workers)} workers), corpus {status.corpus:,} "
         f"(+{status.corpus_added:,}), {status.error_pairs} error pairs, "
         f"{status.alloc_buckets} allocation buckets"
     )
-    table = Table(title=title, title_justify="left", expand=False)
+
+
+def summary_table(status: CampaignStatus) -> Table:
+    """One row per distinct finding (printed after :func:`summary_title`)."""
+    table = Table(expand=False)
     table.add_column("kind")
     table.add_column("step")
     table.add_column("seen", justify="right")
