@@ -144,11 +144,6 @@ def _init(tls: _Tls, case: InitCase) -> None:
         _load_key(tls, case.key, case.password)
     if (case.cert or case.key) and _lib.SSL_CTX_check_private_key(tls.ctx) != 1:
         raise _fail(Step.CHECK_KEY, "key does not match the certificate")
-    # OpenSSL can leave errors queued even when every call succeeded
-    # (X509_STORE_add_cert on a certificate with a malformed extension queues
-    # "invalid certificate" and returns 1): a careful library clears them, and
-    # must, before reading the queue for the server name's verdict below.
-    _lib.ERR_clear_error()
     name = c_string(case.server_name)
     if client and name:
         # The binding declares SSL_set_tlsext_host_name void (the C macro
@@ -186,5 +181,11 @@ class ControlTarget:
                 _teardown(tls)
             # The leaky branch: `free(tls)` and return - the handles are lost.
             return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
+        # OpenSSL can leave errors queued even when every call succeeded
+        # (X509_STORE_add_cert on a certificate with a malformed extension
+        # queues "invalid certificate" and returns 1): careful code clears
+        # them.  (Not before the server name: the pyopenssl target reads the
+        # queue there too, and the two must agree on what is refused.)
+        _lib.ERR_clear_error()
         _teardown(tls)
         return Outcome.accepted()
