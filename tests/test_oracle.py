@@ -13,6 +13,7 @@ from tlsleak import (
     FindingKind,
     InitCase,
     LeakError,
+    Mode,
     Oracle,
     Rejected,
     Status,
@@ -242,3 +243,33 @@ def test_verdicts_are_the_same_with_the_collector_settled() -> None:
         assert _check(frees_its_context) == []
     finally:
         gc.unfreeze()
+
+
+def _key_that_loads_with_an_error_left() -> tuple[InitCase, InitCase]:
+    """A server case and its client twin whose RSA DER key (one bit flipped in
+    the private exponent's bytes) loads while OpenSSL's decoders leave
+    "DECODER routines: unsupported" queued."""
+    from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
+
+    ident = identity(KeyType.RSA2048)
+    key = bytearray(key_bytes(ident.key, KeyFormat.PKCS8, Encoding.DER))
+    key[303] ^= 0x01
+    server = InitCase(cert=cert_bytes(ident.leaf), key=bytes(key))
+    return server, replace(server, mode=Mode.CLIENT, server_name=b"localhost")
+
+
+def test_errors_left_before_the_server_name_are_not_its_refusal() -> None:
+    server, client = _key_that_loads_with_an_error_left()
+    with Oracle(resolve_target("pyopenssl")) as oracle:
+        for case in (server, client):
+            verdict = oracle.check(case)
+            # Accepted, with the stale error reported as left on the queue
+            # (pyOpenSSL leaves it), in client mode as in server mode: the
+            # server name does not take the blame for it.
+            assert verdict.outcome.status is Status.ACCEPTED, verdict.outcome.describe()
+            [finding] = verdict.findings
+            assert finding.kind is FindingKind.ERROR_QUEUE
+            assert {e.library for e in finding.errors_left} == {"DECODER routines"}
+        # Negative control: a name the SNI call itself refuses still is.
+        refused = oracle.check(replace(client, server_name=b"x" * 300))
+        assert refused.outcome.step == "server-name"

@@ -146,6 +146,9 @@ def _init(tls: _Tls, case: InitCase) -> None:
         raise _fail(Step.CHECK_KEY, "key does not match the certificate")
     name = c_string(case.server_name)
     if client and name:
+        # Errors OpenSSL left behind calls that succeeded are not the name's
+        # (careful code clears them; the pyopenssl target sets them aside).
+        _lib.ERR_clear_error()
         # The binding declares SSL_set_tlsext_host_name void (the C macro
         # returns 1 or 0); a refusal shows as an entry on the error queue.
         _lib.SSL_set_tlsext_host_name(tls.ssl, name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Final
 
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
 from tlsleak.case import InitCase, Mode
@@ -58,6 +59,9 @@ class _Progress:
     def __init__(self) -> None:
         self.step: str = Step.CONTEXT
 
+
+# pyOpenSSL's own binding (cryptography's): the library whose queue it uses.
+_LIB: Any = Binding.lib
 
 _PASSPHRASE_TOO_LONG: Final = "passphrase returned by callback is too long"
 
@@ -135,9 +139,40 @@ def _set_server_name(conn: Any, name: bytes, queue: ErrorQueue) -> None:
     # pyOpenSSL drops SSL_set_tlsext_host_name's return value (a name over 255
     # bytes fails and leaves its error queued).  An init path that checks the
     # return value rejects the name; the queue is how we can see it here.
+    # Errors queued before the call are not the name's: OpenSSL leaves some
+    # behind calls that succeeded (a DER key that loads after its decoders
+    # tried other formats leaves "DECODER routines: unsupported").  They are
+    # set aside, the call is judged by what it adds, and they are put back,
+    # as pyOpenSSL leaves them: still queued when the attempt ends.
     if not name:
         return
-    conn.set_tlsext_host_name(name)
-    errors = queue.drain()
+    stale = _pop_codes()
+    try:
+        conn.set_tlsext_host_name(name)
+        errors = queue.drain()
+    finally:
+        _put_back(stale)
     if errors:
         raise Rejected(Step.SERVER_NAME, "server name refused", errors)
+
+
+# OpenSSL 3 packs an error as library << 23 | reason, or a system error as
+# ERR_SYSTEM_FLAG | errno (include/openssl/err.h.in).
+_SYSTEM_FLAG: Final = 0x80000000
+_ERR_LIB_SYS: Final = 2
+
+
+def _pop_codes() -> list[int]:
+    codes = []
+    while code := _LIB.ERR_get_error():
+        codes.append(int(code))
+    return codes
+
+
+def _put_back(codes: list[int]) -> None:
+    for code in codes:
+        if code & _SYSTEM_FLAG:
+            lib, reason = _ERR_LIB_SYS, code & ~_SYSTEM_FLAG
+        else:
+            lib, reason = (code >> 23) & 0xFF, code & 0x7FFFFF
+        _LIB.ERR_put_error(lib, 0, reason, b"tlsleak", 0)
