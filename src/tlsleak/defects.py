@@ -22,7 +22,6 @@ bases it applies to with :class:`Needs`.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import enum
 import hashlib
@@ -57,6 +56,7 @@ from tlsleak.material import (
     encrypt_pkcs8,
     identity,
     key_bytes,
+    pem_armor,
     private_key,
     sign,
 )
@@ -303,13 +303,6 @@ _NOT_BASE64: Final = b"!#$%&*.;?@^_~"
 _JUNK_SAFE: Final = bytes.maketrans(b"\n-:", b" +;")
 # What `openssl x509 -text` output is made of, minus the dash.
 _TEXT: Final = "abcdefghijklmnopqrstuvwxyz ABCDEFXYZ0123456789:=./,()\n"
-
-
-def _pem(label: bytes, der: bytes) -> bytes:
-    """``der`` armored with ``label``, in 64-column lines as OpenSSL writes it."""
-    text = base64.b64encode(der)
-    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
-    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, b"\n".join(lines), label)
 
 
 def _body_span(block: bytes) -> tuple[int, int]:
@@ -588,7 +581,7 @@ def _write_key(base: Base, info: bytes, traditional: bytes | None = None) -> byt
         der, label = encrypt_pkcs8(info, base.password), b"ENCRYPTED PRIVATE KEY"
     else:
         der, label = info, b"PRIVATE KEY"
-    return der if base.key_encoding is Encoding.DER else _pem(label, der)
+    return der if base.key_encoding is Encoding.DER else pem_armor(label, der)
 
 
 def _rsa_numbers(base: Base) -> rsa.RSAPrivateNumbers:
@@ -673,7 +666,7 @@ def _cert_blob_der(base: Base, leaf: bytes) -> bytes:
     """The certificate blob with a hand-built leaf, in the base's encoding."""
     if base.cert_encoding is Encoding.DER:
         return leaf
-    return _pem(b"CERTIFICATE", leaf) + _chain_pem(base)
+    return pem_armor(b"CERTIFICATE", leaf) + _chain_pem(base)
 
 
 @cache
@@ -851,7 +844,7 @@ def oversized_cert(draw: DrawFn, base: Base) -> InitCase:
     # shrink instead.
     size = draw(st.integers(200 * 1024, 600 * 1024))
     seed = draw(st.integers(0, 2**32 - 1))
-    blob = _pem(b"CERTIFICATE", random.Random(seed).randbytes(size))
+    blob = pem_armor(b"CERTIFICATE", random.Random(seed).randbytes(size))
     return replace(base.case, cert=blob)
 
 
@@ -892,7 +885,7 @@ def text_before_cert(draw: DrawFn, base: Base) -> InitCase:
 @defect(field="cert", expect=Expect.REJECTED, steps={Step.CHAIN}, needs=_PEM_CERT)
 def garbage_chain_cert(draw: DrawFn, base: Base) -> InitCase:
     """Leaf followed by a CERTIFICATE block whose body is garbage."""
-    garbage = _pem(b"CERTIFICATE", draw(st.binary(min_size=1, max_size=512)))
+    garbage = pem_armor(b"CERTIFICATE", draw(st.binary(min_size=1, max_size=512)))
     return replace(base.case, cert=_leaf_pem(base) + garbage)
 
 
@@ -1252,7 +1245,7 @@ def garbage_ca(draw: DrawFn, base: Base) -> InitCase:
 @defect(field="ca", expect=Expect.REJECTED, steps={Step.CA})
 def ca_garbage_second_cert(draw: DrawFn, base: Base) -> InitCase:
     """CA bundle whose second CERTIFICATE block is garbage."""
-    garbage = _pem(b"CERTIFICATE", draw(st.binary(min_size=1, max_size=512)))
+    garbage = pem_armor(b"CERTIFICATE", draw(st.binary(min_size=1, max_size=512)))
     return replace(base.case, ca=cert_bytes(base.identity.root, Encoding.PEM) + garbage)
 
 
@@ -1260,7 +1253,7 @@ def ca_garbage_second_cert(draw: DrawFn, base: Base) -> InitCase:
 def ca_version_1(draw: DrawFn, base: Base) -> InitCase:
     """The root given as CA re-signed as a version-1 certificate (no extensions)."""
     root = _v1_root(base.identity)
-    ca = root if base.cert_encoding is Encoding.DER else _pem(b"CERTIFICATE", root)
+    ca = root if base.cert_encoding is Encoding.DER else pem_armor(b"CERTIFICATE", root)
     return replace(base.case, ca=ca)
 
 

@@ -59,6 +59,7 @@ __all__ = [
     "encrypt_pkcs8",
     "identity",
     "key_bytes",
+    "pem_armor",
     "private_key",
     "rsa_primes",
     "sign",
@@ -380,7 +381,7 @@ def key_bytes(
         encrypted = encrypt_pkcs8(info, password)
         if encoding is Encoding.DER:
             return encrypted
-        return _pem(b"ENCRYPTED PRIVATE KEY", encrypted)
+        return pem_armor(b"ENCRYPTED PRIVATE KEY", encrypted)
     if key_format is KeyFormat.PKCS8:
         fmt = serialization.PrivateFormat.PKCS8
     else:
@@ -418,7 +419,7 @@ def encrypt_pkcs8(info: bytes, password: bytes) -> bytes:
     )
 
 
-def _pem(label: bytes, data: bytes) -> bytes:
+def pem_armor(label: bytes, data: bytes) -> bytes:
     """``data`` armored with ``label`` in 64-column lines, as OpenSSL writes it."""
     text = base64.b64encode(data)
     lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))

@@ -43,8 +43,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
-from tlsleak import der
+from tlsleak import der, pem
 from tlsleak.case import FIELDS, InitCase
+from tlsleak.material import pem_armor
 from tlsleak.oracle import Finding, Verdict
 from tlsleak.targets._blobs import is_pem, pem_blocks
 
@@ -142,7 +143,7 @@ def _der_simplified(blob: bytes) -> Iterator[bytes]:
                 continue
             der_bytes, label = body
             for smaller in _der_drops(der_bytes):
-                yield b"".join([*blocks[:i], _armor(label, smaller), *blocks[i + 1 :]])
+                yield b"".join([*blocks[:i], pem_armor(label, smaller), *blocks[i + 1 :]])
     elif blob[:1] == b"\x30":
         yield from _der_drops(blob)
 
@@ -173,26 +174,16 @@ def _elements(nodes: list[der.Node]) -> Iterator[tuple[list[der.Node], der.Node]
 
 
 def _pem_body(block: bytes) -> tuple[bytes, bytes] | None:
-    """The DER and the label of one PEM block, or None when it has headers or bad base64."""
-    match = _PEM_BLOCK.search(block)
-    if match is None:
+    """The DER and the label of one PEM block, or None when it has headers or bad armor."""
+    parsed = next((part for part in pem.split(block) if isinstance(part, pem.Block)), None)
+    if parsed is None or parsed.headers or parsed.end_label != parsed.label:
         return None
     try:
-        return base64.b64decode(match["body"], validate=False), match["label"]
+        # Whitespace is line breaks; any other character outside base64 means
+        # a damaged body, which is the case's point, not ours to clean.
+        return base64.b64decode(b"".join(parsed.body.split()), validate=True), parsed.label
     except ValueError:
         return None
-
-
-def _armor(label: bytes, data: bytes) -> bytes:
-    text = base64.b64encode(data)
-    lines = b"\n".join(text[i : i + 64] for i in range(0, len(text), 64))
-    return b"-----BEGIN %s-----\n%s\n-----END %s-----\n" % (label, lines, label)
-
-
-_PEM_BLOCK: Final = re.compile(
-    rb"-----BEGIN (?P<label>[A-Z0-9 ]+)-----\r?\n"
-    rb"(?P<body>[A-Za-z0-9+/=\s]*?)-----END (?P=label)-----"
-)
 
 
 def minimize(
