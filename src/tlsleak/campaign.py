@@ -37,7 +37,6 @@ finding), stores that, and starts the worker again.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -63,6 +62,8 @@ from tlsleak.corpus import (
     CorpusError,
     bundled_corpus,
     content_name,
+    is_case_file,
+    read_limited,
     write_input,
 )
 from tlsleak.findings import FindingError, FindingStore
@@ -523,13 +524,9 @@ class Campaign:
             folder.mkdir(parents=True)
         for path in self._corpus_files():
             try:
-                with path.open("rb") as f:
-                    data = f.read(MAX_CASE_BYTES + 1)
-            except OSError as exc:
-                self._warn(f"corpus: skipping {path.name}: cannot read: {exc.strerror}")
-                continue
-            if len(data) > MAX_CASE_BYTES:
-                self._warn(f"corpus: skipping {path.name}: larger than {MAX_CASE_BYTES} bytes")
+                data = read_limited(path)
+            except CorpusError as exc:
+                self._warn(f"corpus: skipping {exc}")
                 continue
             name = content_name(data)
             if name not in self._quarantine:
@@ -542,7 +539,7 @@ class Campaign:
             self._warn(f"corpus: cannot list {self.corpus}: {exc.strerror}")
             return
         for path in entries:
-            if not path.name.startswith(".") and not path.name.upper().startswith("README"):
+            if is_case_file(path):
                 with contextlib.suppress(OSError):
                     if path.is_file():
                         yield path
@@ -858,9 +855,8 @@ class Campaign:
                 os.write(fd, line)
             finally:
                 os.close(fd)
-        except OSError as exc:
-            if exc.errno != errno.EINTR:
-                self._warn(f"{path}: cannot write stats: {exc.strerror}")
+        except OSError as exc:  # (EINTR is retried by os.write itself, PEP 475)
+            self._warn(f"{path}: cannot write stats: {exc.strerror}")
 
     @property
     def features(self) -> frozenset[str]:

@@ -29,6 +29,7 @@ __all__ = [
     "bundled_corpus",
     "case_files",
     "content_name",
+    "is_case_file",
     "list_files",
     "load_case",
     "load_cases",
@@ -51,7 +52,8 @@ def content_name(data: bytes) -> str:
     return hashlib.sha1(data, usedforsecurity=False).hexdigest()
 
 
-def _is_case_file(path: Path) -> bool:
+def is_case_file(path: Path) -> bool:
+    """Whether a file in a corpus folder is a case (not hidden, not a README)."""
     # Hidden files (editor swap files, .gitkeep) and a README describing the
     # folder are not cases; everything else is, whatever its content.
     return not path.name.startswith(".") and not path.name.upper().startswith("README")
@@ -60,7 +62,7 @@ def _is_case_file(path: Path) -> bool:
 def list_files(
     paths: Iterable[Path],
     *,
-    wanted: Callable[[Path], bool] = _is_case_file,
+    wanted: Callable[[Path], bool] = is_case_file,
     what: str = "case files",
 ) -> list[Path]:
     """The ``wanted`` files named by ``paths`` (files, or folders read one level deep), sorted.
