@@ -211,6 +211,20 @@ static int check_key(struct tls *tls) {
     return 1;
 }
 
+/* The steps after the CA, the same in every control: the certificate (and
+ * chain), the key, and the check that they match.  1 when all went well, 0
+ * with the failure noted (what to free then is each control's own choice). */
+static int load_identity(struct tls *tls, const unsigned char *cert, size_t cert_len,
+                         const unsigned char *key, size_t key_len) {
+    if (cert_len && !load_cert(tls, cert, cert_len))
+        return 0;
+    if (key_len && !load_key(tls, key, key_len))
+        return 0;
+    if ((cert_len || key_len) && !check_key(tls))
+        return 0;
+    return 1;
+}
+
 /* The full teardown: connection, context, then the struct. */
 static void teardown(struct tls *tls) {
     SSL_free(tls->ssl);

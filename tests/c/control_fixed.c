@@ -29,11 +29,7 @@ CONTROL_EXPORT int tls_init_once(const unsigned char *ca, size_t ca_len,
     }
     if (ca_len && !load_ca(tls, ca, ca_len))
         goto fail;
-    if (cert_len && !load_cert(tls, cert, cert_len))
-        goto fail;
-    if (key_len && !load_key(tls, key, key_len))
-        goto fail;
-    if ((cert_len || key_len) && !check_key(tls))
+    if (!load_identity(tls, cert, cert_len, key, key_len))
         goto fail;
     teardown(tls);
     note_success();
