@@ -161,7 +161,6 @@ class WorkerStatus:
     state: str = "starting"  # starting, running, restarting, finished, failed
     execs: int = 0
     restarts: int = 0
-    crashes: int = 0
     message: str = ""
 
 
@@ -296,12 +295,6 @@ class _Desk:
         while self._thread.is_alive():
             self._thread.join(0.2)
         self.flush_counts()
-
-    def hurry(self) -> None:
-        self._hurry.set()
-
-    def busy(self) -> int:
-        return self._jobs.qsize()
 
     def _error(self, message: str) -> None:
         with self._lock:
@@ -739,7 +732,6 @@ class Campaign:
             message = worker.status.message
             self._warn(f"worker {worker.index}: given up: {message}; see {worker.log}")
             return
-        worker.status.crashes += bool(found)
         worker.status.restarts += 1
         worker.status.state = "restarting"
         worker.status.message = how

@@ -79,9 +79,7 @@ def corpus_examples(*paths: str | Path, argname: str = "case") -> Callable[[F], 
     return decorate
 
 
-def keep_failures(
-    folder: str | Path | None = None, *, argname: str = "case"
-) -> Callable[[F], F]:
+def keep_failures(folder: str | Path | None = None, *, argname: str = "case") -> Callable[[F], F]:
     """Save the smallest case the decorated test fails on (apply it below ``@given``).
 
     The file is ``<folder>/<module>.<test>``, written atomically and privately
