@@ -1,14 +1,14 @@
-"""Hatch build hook: compile the OpenSSL heap shim (src/tlsleak/_native/heap.c).
+"""Hatch build hook: compile the OpenSSL heap shim (src/tlsleak/ledgers/_native/heap.c).
 
 The shim is a plain shared library, not a Python extension: processes load it
-with LD_PRELOAD (see tlsleak.native), so it needs no Python headers, only a C
+with LD_PRELOAD (see tlsleak.ledgers.shim), so it needs no Python headers, only a C
 compiler and the OpenSSL headers and link library (Debian: gcc and libssl-dev).
 
-* A regular wheel gets it as ``tlsleak/_native/libtlsleak_heap.so`` and so
+* A regular wheel gets it as ``tlsleak/ledgers/_native/libtlsleak_heap.so`` and so
   becomes platform-specific.
 * An editable install (``pip install -e .``) runs the package from ``src/``,
   so the library is built next to its source, where it is found
-  (``src/tlsleak/_native/libtlsleak_heap.so``, ignored by git).
+  (``src/tlsleak/ledgers/_native/libtlsleak_heap.so``, ignored by git).
 
 A failed compile fails the build, naming what is missing.
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("src", "tlsleak", "_native", "heap.c")
+SOURCE = Path("src", "tlsleak", "ledgers", "_native", "heap.c")
 LIBRARY = "libtlsleak_heap.so"
-WHEEL_PATH = f"tlsleak/_native/{LIBRARY}"
+WHEEL_PATH = f"tlsleak/ledgers/_native/{LIBRARY}"
 
 # -fvisibility=hidden: only the tlsleak_heap_* API is exported (the hooks stay
 # private).  -z nodelete: the library is never unmapped (OpenSSL keeps

@@ -40,8 +40,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tlsleak.campaign import Campaign, CampaignOptions, CampaignStatus
-from tlsleak.guidance import is_alloc_bucket, is_error_pair
+from tlsleak.fuzz.campaign import Campaign, CampaignOptions, CampaignStatus
+from tlsleak.fuzz.guidance import is_alloc_bucket, is_error_pair
 
 PARTS = ("first-finding", "scaling", "guidance", "mutator")
 

@@ -9,7 +9,7 @@ runs on the system libcrypto the heap shim hooks:
     ctx.load_verify_locations(cadata=<the root, PEM>)
     del ctx
 
-over valid identities from :mod:`tlsleak.material` (EC P-256 with a chain,
+over valid identities from :mod:`tlsleak.cases.material` (EC P-256 with a chain,
 RSA 2048 self-signed, Ed25519 with a chain).
 
 Two children run the same inputs, spawned by this script and kept for the
@@ -60,7 +60,7 @@ def _child(mode: str) -> int:
     # Both children import the same modules, so only the hooks and the
     # snapshots differ between them.
     from tlsleak.ledgers import HeapLedger
-    from tlsleak.native import heap as get_heap
+    from tlsleak.ledgers.shim import heap as get_heap
 
     snapshot: Any = None
     heap: Any = None
@@ -115,7 +115,7 @@ def _child(mode: str) -> int:
 
 
 def _write_inputs(folder: Path) -> list[dict[str, str]]:
-    from tlsleak.material import KeyType, cert_bytes, identity, key_bytes
+    from tlsleak.cases.material import KeyType, cert_bytes, identity, key_bytes
 
     inputs = []
     for key_type, issued in (
@@ -136,7 +136,7 @@ def _write_inputs(folder: Path) -> list[dict[str, str]]:
 
 class _Child:
     def __init__(self, mode: str, inputs: list[dict[str, str]]) -> None:
-        from tlsleak.native import preload_env, shim_path
+        from tlsleak.ledgers.shim import preload_env, shim_path
 
         self.mode = mode
         if mode == "heap":

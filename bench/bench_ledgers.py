@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from tlsleak import InitCase, Mode, Oracle
-from tlsleak.corpus import CorpusError, bundled_corpus, load_cases
-from tlsleak.material import (
+from tlsleak.cases.files import CorpusError, bundled_corpus, load_cases
+from tlsleak.cases.material import (
     Encoding,
     KeyFormat,
     KeyType,

@@ -3,8 +3,8 @@
 
 The documented bound: a 1 MiB input mutates in a few milliseconds, whatever it
 holds.  For each input below, ``--calls`` mutations with different seeds are
-timed for :func:`tlsleak.der.mutate`, :func:`tlsleak.pem.mutate` (with the
-DER mutator on block bodies) and :func:`tlsleak.mutator.mutate_case` (the
+timed for :func:`tlsleak.cases.der.mutate`, :func:`tlsleak.cases.pem.mutate` (with the
+DER mutator on block bodies) and :func:`tlsleak.cases.mutator.mutate_case` (the
 input as the whole encoded case's certificate); the median and the worst call
 are printed, next to the time of one plain ``bytes`` copy of the input for
 scale.  Nothing here asserts on time.
@@ -20,11 +20,11 @@ import statistics
 import time
 from collections.abc import Callable
 
-from tlsleak import der, pem
-from tlsleak.case import InitCase
-from tlsleak.choices import RandomChoices
-from tlsleak.material import Encoding, KeyType, cert_bytes, identity
-from tlsleak.mutator import mutate_case
+from tlsleak.cases import der, pem
+from tlsleak.cases.case import InitCase
+from tlsleak.cases.choices import RandomChoices
+from tlsleak.cases.material import Encoding, KeyType, cert_bytes, identity
+from tlsleak.cases.mutator import mutate_case
 
 MiB = 1024 * 1024
 

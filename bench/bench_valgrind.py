@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 from tlsleak import FindingKind, InitCase, Mode
-from tlsleak.corpus import bundled_corpus, case_files, load_case
-from tlsleak.worker import IsolatedOracle
+from tlsleak.cases.files import bundled_corpus, case_files, load_case
+from tlsleak.check.worker import IsolatedOracle
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """What the fuzz entry points instrument (shared by both).
 
-Only :mod:`tlsleak.instrumentation` is imported here, which imports nothing
+Only :mod:`tlsleak.fuzz.instrumentation` is imported here, which imports nothing
 else (``import tlsleak`` itself is lazy): atheris instruments only modules
 first imported inside ``instrument_imports()``, and the entry points do that
 import there.
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from tlsleak.instrumentation import NOT_INSTRUMENTED
-from tlsleak.instrumentation import instrumented_packages as _packages
+from tlsleak.fuzz.instrumentation import NOT_INSTRUMENTED
+from tlsleak.fuzz.instrumentation import instrumented_packages as _packages
 
 __all__ = ["NOT_INSTRUMENTED", "TARGET_SPEC", "instrumented_packages"]
 

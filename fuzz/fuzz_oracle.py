@@ -25,7 +25,7 @@ from _instrument import NOT_INSTRUMENTED, TARGET_SPEC, instrumented_packages
 
 with atheris.instrument_imports(include=instrumented_packages(), exclude=NOT_INSTRUMENTED):
     import tlsleak
-    from tlsleak.oracle import settle_collector
+    from tlsleak.check.oracle import settle_collector
     from tlsleak.targets import resolve_target
 
     # Resolving imports the target's module (built-in targets are imported
@@ -45,7 +45,7 @@ def _get_oracle() -> tlsleak.Oracle:
     if _oracle is None:
         _oracle = tlsleak.Oracle(TARGET).start()
         # This process only fuzzes: keep the oracle's full collections cheap
-        # (see tlsleak.oracle.settle_collector).
+        # (see tlsleak.check.oracle.settle_collector).
         settle_collector()
     return _oracle
 

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from tlsleak import strategies
-from tlsleak.case import InitCase, Mode
-from tlsleak.defects import DEFECTS, Expect
-from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.cases.defects import DEFECTS, Expect
+from tlsleak.cases.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
 from tlsleak.strategies import generate, init_cases, malformed_cases, valid_cases
 from tlsleak.targets.base import Status
 from tlsleak.targets.pyopenssl import PyOpenSSLTarget

@@ -9,10 +9,10 @@ from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from hypothesis.strategies import DrawFn
 
-from tlsleak import der
-from tlsleak.choices import DrawChoices, RandomChoices, SimplestChoices
-from tlsleak.der import MUTATIONS, fix_lengths, mutate, parse, serialise, tlv
-from tlsleak.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
+from tlsleak.cases import der
+from tlsleak.cases.choices import DrawChoices, RandomChoices, SimplestChoices
+from tlsleak.cases.der import MUTATIONS, fix_lengths, mutate, parse, serialise, tlv
+from tlsleak.cases.material import Encoding, KeyFormat, KeyType, cert_bytes, identity, key_bytes
 
 _NAMES = list(MUTATIONS)
 

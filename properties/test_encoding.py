@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tlsleak.case import InitCase, decode, encode
+from tlsleak.cases.case import InitCase, decode, encode
 from tlsleak.strategies import init_cases
 
 

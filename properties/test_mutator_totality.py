@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from tlsleak.case import InitCase, decode
-from tlsleak.choices import DrawChoices, RandomChoices
-from tlsleak.defects import DEFECTS
-from tlsleak.mutator import custom_crossover, custom_mutator, mutate_case
+from tlsleak.cases.case import InitCase, decode
+from tlsleak.cases.choices import DrawChoices, RandomChoices
+from tlsleak.cases.defects import DEFECTS
+from tlsleak.cases.mutator import custom_crossover, custom_mutator, mutate_case
 from tlsleak.strategies import MUTATED, init_cases, mutated_cases
 
 

@@ -7,9 +7,9 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tlsleak.choices import Choices, DrawChoices, RandomChoices
-from tlsleak.material import KeyFormat, KeyType, cert_bytes, identity, key_bytes
-from tlsleak.pem import LABELS, MUTATIONS, Block, join, mutate, split
+from tlsleak.cases.choices import Choices, DrawChoices, RandomChoices
+from tlsleak.cases.material import KeyFormat, KeyType, cert_bytes, identity, key_bytes
+from tlsleak.cases.pem import LABELS, MUTATIONS, Block, join, mutate, split
 
 _IDENT = identity(KeyType.EC_P256)
 _MATERIAL = [

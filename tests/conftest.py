@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tlsleak.case import InitCase, Mode
-from tlsleak.corpus import write_case
-from tlsleak.material import Encoding, KeyType, cert_bytes, identity, key_bytes
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.cases.files import write_case
+from tlsleak.cases.material import Encoding, KeyType, cert_bytes, identity, key_bytes
 
 #: A PEM block whose body is not a certificate: OpenSSL's parser rejects it.
 GARBAGE_CERT = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"

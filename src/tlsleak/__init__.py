@@ -15,9 +15,8 @@ __version__ = "0.1.0"
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tlsleak.case import InitCase, Mode, decode, encode
-    from tlsleak.errors import OpenSSLError
-    from tlsleak.oracle import (
+    from tlsleak.cases.case import InitCase, Mode, decode, encode
+    from tlsleak.check.oracle import (
         Finding,
         FindingKind,
         LeakError,
@@ -25,6 +24,7 @@ if TYPE_CHECKING:
         Verdict,
         assert_no_leaks,
     )
+    from tlsleak.openssl.errors import OpenSSLError
     from tlsleak.targets import CallableTarget, Outcome, Rejected, Status, Step, Target
 
 # Where each public name lives.  They are imported on first use (PEP 562) so
@@ -32,17 +32,17 @@ if TYPE_CHECKING:
 # the oracle and the targets inside atheris's instrument_imports(), which only
 # instruments modules imported for the first time there.
 _HOMES = {
-    "InitCase": "tlsleak.case",
-    "Mode": "tlsleak.case",
-    "decode": "tlsleak.case",
-    "encode": "tlsleak.case",
-    "OpenSSLError": "tlsleak.errors",
-    "Finding": "tlsleak.oracle",
-    "FindingKind": "tlsleak.oracle",
-    "LeakError": "tlsleak.oracle",
-    "Oracle": "tlsleak.oracle",
-    "Verdict": "tlsleak.oracle",
-    "assert_no_leaks": "tlsleak.oracle",
+    "InitCase": "tlsleak.cases.case",
+    "Mode": "tlsleak.cases.case",
+    "decode": "tlsleak.cases.case",
+    "encode": "tlsleak.cases.case",
+    "OpenSSLError": "tlsleak.openssl.errors",
+    "Finding": "tlsleak.check.oracle",
+    "FindingKind": "tlsleak.check.oracle",
+    "LeakError": "tlsleak.check.oracle",
+    "Oracle": "tlsleak.check.oracle",
+    "Verdict": "tlsleak.check.oracle",
+    "assert_no_leaks": "tlsleak.check.oracle",
     "CallableTarget": "tlsleak.targets",
     "Outcome": "tlsleak.targets",
     "Rejected": "tlsleak.targets",

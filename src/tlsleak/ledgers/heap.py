@@ -1,6 +1,6 @@
 """The OpenSSL heap ledger: live blocks and bytes of the system libcrypto's heap.
 
-It reads the counters of the preloaded shim (:mod:`tlsleak.native`), so it is
+It reads the counters of the preloaded shim (:mod:`tlsleak.ledgers.shim`), so it is
 active only in a process started with the shim in ``LD_PRELOAD``; anywhere
 else :meth:`HeapLedger.start` raises :class:`~tlsleak.ledgers.LedgerUnavailable`
 saying why, never a count of zero.  It sees what the standard library's ``ssl`` module
@@ -16,9 +16,9 @@ line that allocated them, and switches the mode off again.
 
 from __future__ import annotations
 
-# The module, not its names: tlsleak.native imports tlsleak.ledgers.base, so
+# The module, not its names: tlsleak.ledgers.shim imports tlsleak.ledgers.base, so
 # whichever of the two is imported first finds the other half-initialised.
-from tlsleak import native
+from tlsleak.ledgers import shim
 from tlsleak.ledgers.base import Counts
 
 __all__ = ["HeapLedger"]
@@ -30,10 +30,10 @@ class HeapLedger:
     name = "openssl-heap"
 
     def __init__(self) -> None:
-        self._heap: native.Heap | None = None
+        self._heap: shim.Heap | None = None
 
     def start(self) -> None:
-        self._heap = native.heap()  # raises LedgerUnavailable when the shim is inactive
+        self._heap = shim.heap()  # raises LedgerUnavailable when the shim is inactive
 
     def stop(self) -> None:
         if self._heap is not None:
@@ -46,8 +46,8 @@ class HeapLedger:
         blocks, size = self._heap.counts()
         return {"heap.blocks": blocks, "heap.bytes": size}
 
-    def _active(self) -> native.Heap:
-        return self._heap if self._heap is not None else native.heap()
+    def _active(self) -> shim.Heap:
+        return self._heap if self._heap is not None else shim.heap()
 
     # Allocation-failure injection (the oracle's FaultInjector protocol): an
     # allocation is a malloc, or a realloc that needs new memory, in the
@@ -79,7 +79,7 @@ class HeapLedger:
         active.set_attribution(True)
         return active.mark()
 
-    def end_attribution(self, mark: int) -> list[native.Site]:
+    def end_attribution(self, mark: int) -> list[shim.Site]:
         """Blocks allocated since ``mark`` and still live, by site; attribution off."""
         active = self._active()
         try:

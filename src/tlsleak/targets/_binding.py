@@ -27,7 +27,7 @@ def binding_ledgers() -> tuple[str, ...]:
     ledger covers pyOpenSSL too: that is tried, not guessed.
     """
     try:
-        native = importlib.import_module("tlsleak.native")
+        native = importlib.import_module("tlsleak.ledgers.shim")
         sees = bool(native.heap_sees(_allocate_a_bio))
     except ImportError:  # a build without the shim
         sees = False

@@ -12,28 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from tlsleak.case import InitCase
-from tlsleak.errors import ErrorQueue, OpenSSLError
+from tlsleak.cases.case import InitCase, Step
+from tlsleak.openssl.errors import ErrorQueue, OpenSSLError
 
 __all__ = ["Outcome", "Rejected", "Status", "Step", "Target"]
-
-
-class Step(enum.StrEnum):
-    """The steps of an init path, as tlsleak's own targets name them.
-
-    Targets written by users may use any string as a step.
-    """
-
-    CONTEXT = "context"
-    CA = "ca"
-    CERTIFICATE = "certificate"
-    CHAIN = "chain"
-    KEY = "key"
-    CHECK_KEY = "check-key"
-    CONNECTION = "connection"
-    SERVER_NAME = "server-name"
-    TEARDOWN = "teardown"
-    INIT = "init"
 
 
 class Status(enum.StrEnum):

@@ -18,8 +18,8 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 
-from tlsleak.case import InitCase
-from tlsleak.errors import (
+from tlsleak.cases.case import InitCase
+from tlsleak.openssl.errors import (
     ErrorQueue,
     OpenSSLError,
     binding_error_queue,

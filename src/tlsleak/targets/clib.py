@@ -31,8 +31,13 @@ import stat
 from pathlib import Path
 from typing import Any, Final
 
-from tlsleak.case import InitCase, Mode
-from tlsleak.errors import SYSTEM_LIBCRYPTO, ErrorQueue, SystemErrorQueue, system_error_queue
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.openssl.errors import (
+    SYSTEM_LIBCRYPTO,
+    ErrorQueue,
+    SystemErrorQueue,
+    system_error_queue,
+)
 from tlsleak.targets import UnknownTarget
 from tlsleak.targets.base import Outcome, Status, Step
 

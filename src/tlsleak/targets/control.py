@@ -24,10 +24,10 @@ from typing import Any
 
 from cryptography.hazmat.bindings.openssl.binding import Binding
 
-from tlsleak.case import InitCase, Mode
-from tlsleak.errors import ErrorQueue, binding_error_queue
+from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.openssl.errors import ErrorQueue, binding_error_queue
 from tlsleak.targets._binding import binding_ledgers
-from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
 __all__ = ["ControlTarget"]

@@ -20,10 +20,10 @@ from typing import Any, Final
 from cryptography.hazmat.bindings.openssl.binding import Binding
 from OpenSSL import SSL, crypto
 
-from tlsleak.case import InitCase, Mode
-from tlsleak.errors import ErrorQueue, binding_error_queue, pyopenssl_error_entries
+from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.openssl.errors import ErrorQueue, binding_error_queue, pyopenssl_error_entries
 from tlsleak.targets._binding import binding_ledgers
-from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
 __all__ = ["PyOpenSSLTarget"]

@@ -45,9 +45,9 @@ import ssl
 import tempfile
 from typing import Final
 
-from tlsleak.case import InitCase, Mode
-from tlsleak.errors import ErrorQueue, OpenSSLError, system_error_queue
-from tlsleak.targets._blobs import c_string, is_pem, pem_blocks
+from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.openssl.errors import ErrorQueue, OpenSSLError, system_error_queue
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
 __all__ = ["StdlibSSLTarget"]

@@ -1,0 +1,210 @@
+"""Structure-aware mutation of whole cases: the fuzzer's custom mutator.
+
+libFuzzer's byte mutations work on the encoded case: an inserted byte shifts
+every field after it, and a DER length that no longer matches is rejected by
+the first length check of the parser.  :func:`mutate_case` decodes the input
+into an :class:`~tlsleak.cases.case.InitCase` instead, changes it the way a broken
+configuration is broken, and encodes it again:
+
+- ``pem:<name>`` / ``der:<name>``: one blob (CA, certificate or key) through
+  the PEM-level mutations of :mod:`tlsleak.cases.pem`, whose ``der`` mutation runs
+  the DER-level ones of :mod:`tlsleak.cases.der` on a block's decoded body; a blob
+  without PEM armor goes to :mod:`tlsleak.cases.der` directly when it looks like
+  DER (it starts with a SEQUENCE), else to :mod:`tlsleak.cases.pem` (which can
+  armor it);
+- ``material:<field>``: a blob replaced with valid material from
+  :mod:`tlsleak.cases.material` (a certificate chain, a key in some format, a CA),
+  so the search can get past one step and fail at the next: a valid
+  certificate with a broken key reaches the key and key-check steps, which no
+  damaged certificate does;
+- ``crossover:<field>`` and ``splice:<field>``: a blob taken from another case,
+  or one of its PEM blocks appended (chains that mix identities, a key after
+  a certificate);
+- ``mode``, ``password`` and ``server-name``: the small fields.
+
+The output is always a canonical encoding (``encode(decode(out)) == out``),
+never longer than ``max_size`` when that is given (a result that would be is
+replaced by a plain truncation-free retry, then by the input itself), and
+:func:`mutate_case` is total: any bytes in, whatever they decode to.  Its cost
+is bounded by :mod:`tlsleak.cases.pem`'s and :mod:`tlsleak.cases.der`'s bounds (a few
+milliseconds for a 1 MiB blob) plus one decode and one encode.
+
+:func:`custom_mutator` and :func:`custom_crossover` are what atheris calls
+(``atheris.Setup(..., custom_mutator=..., custom_crossover=...)``): a seeded
+``random.Random`` makes the choices, and one mutation in :data:`BYTE_SHARE`
+is left to libFuzzer's own byte mutator so that nothing the byte mutations
+would reach is lost.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import replace
+from functools import cache
+from typing import Final
+
+from tlsleak.cases import der, pem
+from tlsleak.cases.case import InitCase, Mode, decode
+from tlsleak.cases.choices import Choices, RandomChoices
+from tlsleak.cases.material import (
+    Encoding,
+    KeyFormat,
+    KeyType,
+    cert_bytes,
+    identity,
+    key_bytes,
+)
+
+__all__ = [
+    "BLOBS",
+    "BYTE_SHARE",
+    "OPERATIONS",
+    "OPERATION_DESCRIPTIONS",
+    "custom_crossover",
+    "custom_mutator",
+    "mutate_blob",
+    "mutate_case",
+]
+
+#: The fields holding certificates and keys, simplest to damage first.
+BLOBS: Final = ("cert", "key", "ca")
+#: The kinds of change :func:`mutate_case` makes, simplest first, described.
+OPERATION_DESCRIPTIONS: Final = {
+    "blob": "One certificate or key blob through a PEM-level or DER-level mutation.",
+    "material": "A blob replaced by valid material (a chain, a key in some format, a CA).",
+    "crossover": "A blob taken from another input.",
+    "splice": "A PEM block of another blob (or input) appended to a blob.",
+    "mode": "Server mode swapped for client mode, or back.",
+    "password": "The key's password replaced (empty, the material's, over-long, a NUL).",
+    "server-name": "The server name replaced (empty, over-long, embedded NUL, not UTF-8).",
+}
+OPERATIONS: Final = tuple(OPERATION_DESCRIPTIONS)
+_WITHOUT_DONOR: Final = tuple(op for op in OPERATIONS if op != "crossover")
+#: One custom mutation in this many is libFuzzer's own byte mutation instead.
+BYTE_SHARE: Final = 5
+
+# A password that the material's encrypted keys use, and a few that are not.
+_PASSWORDS: Final = (b"", b"tlsleak", b"x" * 1025, b"\x00")
+_SERVER_NAMES: Final = (b"", b"localhost", b"a" * 256, b"x\x00y", b"\xff\xfe", b".")
+
+
+def _looks_der(blob: bytes) -> bool:
+    return blob[:1] == b"\x30"
+
+
+def mutate_blob(blob: bytes, choices: Choices) -> tuple[bytes, str]:
+    """One structure-aware mutation of a certificate or key blob: (new blob, name)."""
+    if blob and b"-----BEGIN" not in blob and _looks_der(blob):
+        out, name = der.mutate(blob, choices)
+        return out, f"der:{name}"
+    out, name = pem.mutate(blob, choices, body_mutator=der.mutate)
+    return out, name if name.startswith("der:") else f"pem:{name}"
+
+
+@cache
+def _material(field: str) -> tuple[bytes, ...]:
+    """Valid blobs for ``field``: a few shapes of each key type (made once per process)."""
+    found: list[bytes] = []
+    for key_type in KeyType:
+        ident = identity(key_type)
+        if field == "cert":
+            chain = b"".join(cert_bytes(c) for c in (ident.leaf, *ident.chain))
+            found += [chain, cert_bytes(ident.leaf, Encoding.DER)]
+        elif field == "ca":
+            found.append(cert_bytes(ident.root))
+        else:
+            for key_format in (KeyFormat.PKCS8, KeyFormat.PKCS1, KeyFormat.SEC1):
+                if key_format.fits(key_type):
+                    found.append(key_bytes(ident.key, key_format))
+            found.append(key_bytes(ident.key, KeyFormat.PKCS8, Encoding.DER))
+    return tuple(found)
+
+
+def _with(case: InitCase, name: str, blob: bytes) -> InitCase:
+    changes: dict[str, bytes] = {name: blob}
+    return replace(case, **changes)  # type: ignore[arg-type]
+
+
+def _pick_blob(case: InitCase, choices: Choices) -> str:
+    filled = [f for f in BLOBS if getattr(case, f)]
+    return choices.choice(filled or list(BLOBS))
+
+
+def mutate_case(
+    data: bytes, choices: Choices, *, other: bytes | None = None
+) -> tuple[InitCase, str]:
+    """Decode ``data``, make one structure-aware change, return (the new case, its name).
+
+    ``other`` is a second input for crossover and splicing (without it those
+    operations take the case's own blobs).  Labels are kept as they were.
+    """
+    case = decode(data)
+    donor = decode(other) if other is not None else case
+    # Crossing a case over with itself changes nothing: without a donor,
+    # splicing (one of its own blocks into another blob) is all there is.
+    op = choices.choice(OPERATIONS if other is not None else _WITHOUT_DONOR)
+    if op == "blob":
+        name = _pick_blob(case, choices)
+        blob, how = mutate_blob(getattr(case, name), choices)
+        return _with(case, name, blob), f"{how}@{name}"
+    if op == "material":
+        name = choices.choice(BLOBS)
+        return _with(case, name, choices.choice(_material(name))), f"material:{name}"
+    if op == "crossover":
+        name = choices.choice(BLOBS)
+        return _with(case, name, getattr(donor, name)), f"crossover:{name}"
+    if op == "splice":
+        name = choices.choice(BLOBS)
+        source = getattr(donor, choices.choice(BLOBS))
+        blocks = [p for p in pem.split(source) if isinstance(p, pem.Block)]
+        if not blocks:
+            return _with(case, name, getattr(donor, name)), f"crossover:{name}"
+        extra = pem.join([choices.choice(blocks)])
+        return _with(case, name, getattr(case, name) + extra), f"splice:{name}"
+    if op == "mode":
+        mode = Mode.CLIENT if case.mode is Mode.SERVER else Mode.SERVER
+        return replace(case, mode=mode), "mode"
+    if op == "password":
+        return replace(case, password=choices.choice(_PASSWORDS)), "password"
+    return replace(case, server_name=choices.choice(_SERVER_NAMES)), "server-name"
+
+
+def _fit(case: InitCase, fallback: bytes, max_size: int) -> bytes:
+    out = case.encode()
+    return out if len(out) <= max_size else fallback
+
+
+def custom_mutator(
+    data: bytes,
+    max_size: int,
+    seed: int,
+    *,
+    byte_mutate: Callable[[bytes, int], bytes] | None = None,
+) -> bytes:
+    """atheris's custom mutator: one structure-aware change (or a byte mutation)."""
+    rng = random.Random(seed)
+    if byte_mutate is None:
+        byte_mutate = _atheris_mutate()
+    if rng.randrange(BYTE_SHARE) == 0:
+        return byte_mutate(data, max_size)
+    case, _name = mutate_case(data, RandomChoices(rng))
+    return _fit(case, byte_mutate(data, max_size), max_size)
+
+
+def custom_crossover(data1: bytes, data2: bytes, max_out_size: int, seed: int) -> bytes:
+    """atheris's custom crossover: a blob of ``data2`` into ``data1``'s case."""
+    rng = random.Random(seed)
+    choices = RandomChoices(rng)
+    for _ in range(3):  # "splice" or "crossover" only; "blob" etc. would ignore data2
+        case, name = mutate_case(data1, choices, other=data2)
+        if name.startswith(("crossover", "splice")):
+            return _fit(case, data1[:max_out_size], max_out_size)
+    return _fit(decode(data1), data1[:max_out_size], max_out_size)
+
+
+def _atheris_mutate() -> Callable[[bytes, int], bytes]:
+    import atheris
+
+    mutate: Callable[[bytes, int], bytes] = atheris.Mutate
+    return mutate

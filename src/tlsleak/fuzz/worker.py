@@ -1,0 +1,190 @@
+"""One worker of a fuzz campaign: atheris (libFuzzer) driving the oracle.
+
+Started by :mod:`tlsleak.fuzz.campaign` as ``python -m tlsleak.fuzz.worker``, one per
+``--jobs``, each a fresh interpreter with the OpenSSL heap shim preloaded
+(see :mod:`tlsleak.check.worker`): the shim's hooks can only be installed before
+OpenSSL's first allocation.  Not for users; the interface may change.
+
+Every input is decoded as an init case (decoding is total) and checked by the
+oracle.  A finding is not raised (that would end libFuzzer): the worker tells
+the campaign about it and goes on.  The campaign hears from the worker over a
+pipe of its own (``--events FD``, not stdout or stderr, which libFuzzer and
+the code under test write to), one JSON object a line:
+
+``ready``
+    set up: the target's name and ledgers.
+``error``
+    could not set up (unknown target, inactive ledger): ``message``.
+``finding``
+    the first time this worker sees a signature: the finding and the input.
+``stats``
+    at most every :data:`STATS_EVERY` seconds: executions so far, features
+    seen for the first time, and repeats of known signatures since last time
+    (keyed ``"<step>\\t<signature>"``).
+
+The worker stops on its own at ``--until`` (a Unix time), or when the
+campaign sends SIGTERM or SIGINT: either only raises a flag, and the next
+input sends the last stats and leaves with ``os._exit(0)`` (raising from
+inside the fuzzed function would be a crash to libFuzzer).  When the campaign
+itself is gone, the next write fails and the worker leaves too.
+
+With guidance on (the default), the features of each attempt
+(:mod:`tlsleak.fuzz.guidance`) hit coverage counters of their own, so libFuzzer
+keeps inputs that reach a new OpenSSL error or allocation bucket; ``--plain``
+leaves libFuzzer with Python coverage alone (the features are still counted
+and reported, which is what a comparison needs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Final
+
+from tlsleak.fuzz.instrumentation import NOT_INSTRUMENTED, instrumented_packages
+
+__all__ = ["STATS_EVERY", "main"]
+
+#: Seconds between two stats events of a worker.
+STATS_EVERY: Final = 0.5
+# When to freeze what is alive out of the collector's way: after the first
+# inputs have filled the caches, then now and then.
+_SETTLE_AT: Final = frozenset({1, 100})
+_SETTLE_EVERY: Final = 10_000
+
+
+class _Events:
+    """The pipe to the campaign; a write to a campaign that is gone ends the worker."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, **event: Any) -> None:
+        data = (json.dumps(event, separators=(",", ":")) + "\n").encode()
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError:
+            os._exit(0)  # the campaign is gone: nobody to fuzz for
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tlsleak.fuzz.worker")
+    parser.add_argument("target")
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--until", type=float, default=None)
+    parser.add_argument("--replays", type=int, default=3)
+    parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--mutator", choices=["structure", "bytes"], default="bytes")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import atheris
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is libFuzzer's.
+    split = argv.index("--") if "--" in argv else len(argv)
+    args = _parser().parse_args(argv[:split])
+    libfuzzer = argv[split + 1 :]
+    events = _Events(args.events)
+
+    with atheris.instrument_imports(
+        include=instrumented_packages(args.target), exclude=NOT_INSTRUMENTED
+    ):
+        from tlsleak.cases.case import decode
+        from tlsleak.check.oracle import Oracle
+        from tlsleak.ledgers import LedgerUnavailable
+        from tlsleak.targets import UnknownTarget, resolve_target
+
+        try:
+            target = resolve_target(args.target)
+            oracle = Oracle(target, replays=args.replays).start()
+        except (UnknownTarget, LedgerUnavailable, ValueError, KeyError) as exc:
+            events.send(ev="error", message=str(exc).strip("'\""))
+            return 2
+    from tlsleak.check.oracle import settle_collector
+    from tlsleak.fuzz.guidance import POOL_SIZE, FeatureCounters, features
+
+    counters = None
+    if not args.plain:
+        counters = FeatureCounters(
+            [atheris._reserve_counter() for _ in range(POOL_SIZE)], atheris._trace_branch
+        )
+
+    stopping = []
+
+    def stop(_signum: int, _frame: object) -> None:
+        stopping.append(True)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+    seen: set[str] = set()
+    fresh: list[str] = []
+    sent: set[str] = set()
+    repeats: Counter[str] = Counter()
+    execs = 0
+    last = time.monotonic()
+
+    def report() -> None:
+        nonlocal last
+        events.send(ev="stats", execs=execs, new=fresh, repeats=dict(repeats))
+        fresh.clear()
+        repeats.clear()
+        last = time.monotonic()
+
+    def test_one_input(data: bytes) -> None:
+        nonlocal execs
+        verdict = oracle.check(decode(data))
+        execs += 1
+        if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
+            settle_collector()  # see its docstring: full collections stay cheap
+        found = features(verdict)
+        if counters is not None:
+            counters.hit(found)
+        new = found - seen
+        if new:
+            seen.update(new)
+            fresh.extend(sorted(new))
+        for finding in verdict.findings:
+            signature = finding.signature
+            if signature in sent:
+                # Keyed by step too: one leak signature covers every step
+                # its missing free shows behind, and the summary says which.
+                repeats[f"{finding.step or '-'}\t{signature}"] += 1
+            else:
+                sent.add(signature)
+                events.send(ev="finding", finding=finding.to_json(), data=data.hex())
+        if stopping or (args.until is not None and time.time() >= args.until):
+            report()
+            events.send(ev="done")
+            os._exit(0)
+        if time.monotonic() - last >= STATS_EVERY:
+            report()
+
+    events.send(ev="ready", target=target.name, ledgers=[x.name for x in oracle.ledgers])
+    if args.mutator == "structure":
+        from tlsleak.cases.mutator import custom_crossover, custom_mutator
+
+        atheris.Setup(
+            [sys.argv[0], *libfuzzer],
+            test_one_input,
+            custom_mutator=custom_mutator,
+            custom_crossover=custom_crossover,
+        )
+    else:
+        atheris.Setup([sys.argv[0], *libfuzzer], test_one_input)
+    atheris.Fuzz()
+    return 0  # not reached: libFuzzer exits the process
+
+
+if __name__ == "__main__":
+    sys.exit(main())
