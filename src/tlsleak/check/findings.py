@@ -57,6 +57,11 @@ ORIGINAL: Final = "original"
 FINDING_JSON: Final = "finding.json"
 SUMMARY: Final = "summary.txt"
 
+#: Distinct variants (error lists, deltas) counted by name in ``finding.json``;
+#: beyond that they are counted together, so the file stays small.
+MAX_VARIANTS: Final = 64
+OTHER_VARIANTS: Final = "(other variants)"
+
 #: Leftover temporary folders older than this are removed by the next store.
 STALE_SECONDS: Final = 3600.0
 
@@ -70,12 +75,15 @@ class FindingError(Exception):
 def folder_name(finding: Finding) -> str:
     """``<kind>-<where>-<first 12 hex of sha256(signature)>``.
 
-    ``where`` is the step for most kinds, and the outermost leaked object
-    types for a leak or a cycle (whose signature names no step).
+    ``where`` is the step for most kinds, what left the errors for an
+    error-queue finding (:attr:`Finding.left_by`), and the outermost leaked
+    object types for a leak or a cycle (whose signature names no step).
     """
     digest = hashlib.sha256(finding.signature.encode("utf-8")).hexdigest()[:12]
     if finding.kind in (FindingKind.LEAK, FindingKind.CYCLE):
         where = "+".join(root_counters(finding.delta)) or "none"
+    elif finding.kind is FindingKind.ERROR_QUEUE:
+        where = finding.left_by
     else:
         where = str(finding.step) if finding.step else "none"
     # Steps of user targets are free text: keep the name one safe path component.
@@ -152,7 +160,7 @@ class FindingStore:
         target = self.path_for(finding)
         try:
             if (target / FINDING_JSON).is_file():
-                self._bump(target)
+                self._bump(target, variant=finding.variant)
                 return target, False
             self.folder.mkdir(parents=True, exist_ok=True)
             created = self._create(
@@ -163,7 +171,7 @@ class FindingStore:
                 reproducer_finding or replace(finding, case=reproducer_case),
             )
             if not created:
-                self._bump(target)
+                self._bump(target, variant=finding.variant)
             return target, created
         except OSError as exc:
             raise FindingError(f"{target}: cannot write: {exc.strerror or exc}") from None
@@ -178,7 +186,7 @@ class FindingStore:
     ) -> bool:
         stamp = _now()
         payload = recorded.to_json()
-        payload.update(count=1, first_seen=stamp, last_seen=stamp)
+        payload.update(count=1, first_seen=stamp, last_seen=stamp, variants={finding.variant: 1})
         if original_file is not None:
             payload["original_file"] = str(original_file)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=self.folder))
@@ -220,11 +228,16 @@ class FindingStore:
                 raise FindingError(f"{target}: cannot write: {exc.strerror or exc}") from None
         return target
 
-    def _bump(self, target: Path, times: int = 1) -> None:
+    def _bump(self, target: Path, times: int = 1, variant: str | None = None) -> None:
         payload = _read_json(target)
         count = payload.get("count", 1)
         payload["count"] = (count if isinstance(count, int) else 1) + times
         payload["last_seen"] = _now()
+        variants = payload.get("variants")
+        if variant is not None and isinstance(variants, dict):
+            if variant not in variants and len(variants) >= MAX_VARIANTS:
+                variant = OTHER_VARIANTS
+            variants[variant] = int(variants.get(variant, 0)) + times
         write_atomically(target / FINDING_JSON, _json_bytes(payload))
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import gc
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, runtime_checkable
 
 from tlsleak.cases.case import InitCase, decode
@@ -129,6 +129,11 @@ class Finding:
     sites: tuple[Site, ...] = ()
     #: The allocation made to fail (allocation-failure injection), if any.
     fail_at: int | None = None
+    #: Where the first block still live after the attribution replay was
+    #: allocated (``file:line``): what was lost first, which is what the bug
+    #: lost.  What hangs off it, and so the ranking of :attr:`sites` by bytes,
+    #: varies with the input (a bigger certificate, a longer chain).
+    root_site: str | None = None
 
     @property
     def step(self) -> str | None:
@@ -141,25 +146,53 @@ class Finding:
 
         Target, kind and (for allocation-failure findings) that fact, then:
         for a leak or a cycle, the outermost leaked object types
-        (:func:`root_counters`) and the top allocation sites, but not the
-        step: one missing free in an error path shows behind every step that
-        fails after the allocation, and counter *names* only, since a leak's
-        size varies with the input.  For the other kinds the step comes next,
-        then what went wrong there (the errors left, the exception's type).
+        (:func:`root_counters`) and the :attr:`root_site`, but not the step:
+        one missing free in an error path shows behind every step that fails
+        after the allocation, and counter *names* and the first lost block
+        only, since a leak's size and what hangs off its root vary with the
+        input.  For the other kinds the step comes next,
+        then what went wrong there (the exception's type, the signal).  An
+        error-queue finding is placed by :attr:`left_by`, not by the errors'
+        text: one missing ``ERR_clear_error`` leaves whatever the input made
+        the parser say (:attr:`variant`).
         """
         parts = [self.target, str(self.kind)]
-        if self.kind not in (FindingKind.LEAK, FindingKind.CYCLE):
+        if self.kind is FindingKind.ERROR_QUEUE:
+            parts.append(self.left_by)
+        elif self.kind not in (FindingKind.LEAK, FindingKind.CYCLE):
             parts.append(str(self.step or "-"))
         if self.fail_at is not None:
             parts.append("allocation failure")
         if self.kind in (FindingKind.LEAK, FindingKind.CYCLE):
             parts.append(", ".join(root_counters(self.delta)))
-            parts.extend(f"{s.file}:{s.line}" for s in self.sites[:3])
-        elif self.kind is FindingKind.ERROR_QUEUE:
-            parts.append("; ".join(sorted({str(e) for e in self.errors_left})))
-        else:
+            if self.root_site is not None:
+                parts.append(self.root_site)
+        elif self.kind is not FindingKind.ERROR_QUEUE:
             parts.append(self.outcome.message.split(":", 1)[0])
         return " | ".join(parts)
+
+    @property
+    def left_by(self) -> str:
+        """Which part of the path left the errors of an error-queue finding.
+
+        The failing step when what was left includes that step's own errors
+        (its error path returns without clearing them), or when the target
+        does not say which errors are its own (a C library reports only its
+        step); else ``"success"``: a call that succeeded queued them
+        (X509_STORE_add_cert's "invalid certificate"), whatever step the
+        attempt later failed at, if any.
+        """
+        errors = self.outcome.errors
+        if self.step and (not errors or set(errors) & set(self.errors_left)):
+            return str(self.step)
+        return "success"
+
+    @property
+    def variant(self) -> str:
+        """What differs between findings of one signature: the errors left, the deltas."""
+        if self.kind is FindingKind.ERROR_QUEUE:
+            return "; ".join(str(e) for e in self.errors_left)
+        return format_delta(self.delta)
 
     def summary(self) -> str:
         """One line for humans."""
@@ -198,6 +231,8 @@ class Finding:
             "replays": self.replays,
             "sites": [[s.file, s.line, s.blocks, s.bytes] for s in self.sites],
             "fail_at": self.fail_at,
+            # Only where known, so reports without heap attribution keep their form.
+            **({"root_site": self.root_site} if self.root_site is not None else {}),
             "labels": list(self.case.labels),
             "case_hex": self.case.encode().hex(),
         }
@@ -221,7 +256,20 @@ class Finding:
             replays=data["replays"],
             sites=tuple(Site(f, ln, b, n) for f, ln, b, n in data.get("sites", ())),
             fail_at=data.get("fail_at"),
+            root_site=data.get("root_site"),
         )
+
+    def reproduces(self, recorded: Finding) -> bool:
+        """Whether this fresh finding is the bug that ``recorded`` (a stored one) stands for.
+
+        Equal signatures, or for a leak stored before leaks were named by
+        their root site (its signature ranked the top sites by bytes, which
+        this one no longer keeps), equal signatures but for the root site.
+        """
+        if self.signature == recorded.signature:
+            return True
+        legacy = recorded.root_site is None and bool(recorded.sites)
+        return legacy and replace(self, root_site=None).signature == recorded.signature
 
 
 @dataclass(frozen=True)
@@ -417,6 +465,7 @@ class Oracle:
         assert recurring is not None
         kind = FindingKind.CYCLE if cycle else FindingKind.LEAK
         sites = () if cycle else self._attribute(case)
+        first = min((s for s in sites if s.first), key=lambda s: s.first, default=None)
         return Finding(
             kind,
             self.target.name,
@@ -426,6 +475,7 @@ class Oracle:
             replays=self.replays,
             sites=sites,
             fail_at=self._fail_at,
+            root_site=None if first is None else f"{first.file}:{first.line}",
         )
 
     def _attribute(self, case: InitCase) -> tuple[Site, ...]:
@@ -440,7 +490,9 @@ class Oracle:
                 gc.collect()
             finally:
                 found = ledger.end_attribution(mark)
-            sites.extend(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes)) for x in found)
+            for x in found:
+                first = int(getattr(x, "first", 0))  # a user's ledger may not know the order
+                sites.append(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes), first))
         return tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
 
 
@@ -477,7 +529,8 @@ class AttributingLedger(Protocol):
         ...
 
     def end_attribution(self, mark: int) -> Sequence[Any]:
-        """Stop recording; the sites (``file``, ``line``, ``blocks``, ``bytes``) still live."""
+        """Stop recording; the sites still live (``file``, ``line``, ``blocks``, ``bytes``,
+        optionally ``first``: the allocation order of the earliest block)."""
         ...
 
 

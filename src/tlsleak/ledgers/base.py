@@ -10,7 +10,7 @@ the OpenSSL type names (``SSL_CTX``, ``X509``, ...), the descriptor ledger uses
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Counts", "Ledger", "LedgerUnavailable", "Site", "growth"]
@@ -29,6 +29,10 @@ class Site:
     line: int
     blocks: int
     bytes: int
+    #: Allocation order of the site's earliest live block in the replay that
+    #: found it (0: unknown).  Not part of a site's identity or its JSON: it
+    #: only picks the root site of a leak (:attr:`Finding.root_site`).
+    first: int = field(default=0, compare=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line} {self.blocks} blocks/{self.bytes} B"

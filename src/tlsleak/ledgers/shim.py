@@ -74,6 +74,7 @@ class _CSite(ctypes.Structure):
         ("line", ctypes.c_int64),
         ("blocks", ctypes.c_int64),
         ("bytes", ctypes.c_int64),
+        ("first", ctypes.c_uint64),
     )
 
 
@@ -154,6 +155,7 @@ class Heap:
                         line=int(s.line),
                         blocks=int(s.blocks),
                         bytes=int(s.bytes),
+                        first=int(s.first),
                     )
                     for s in buf[:total]
                 ]

@@ -526,6 +526,7 @@ typedef struct {
     int64_t line;
     int64_t blocks;
     int64_t bytes;
+    uint64_t first; /* sequence number of the earliest of these blocks */
 } tlsleak_heap_site;
 
 /* 1 if OpenSSL took our hooks and still has them, else 0. */
@@ -644,7 +645,9 @@ static int by_bytes_desc(const void *a, const void *b)
 
 /*
  * The tracked blocks allocated after `seq` that are still live, grouped by
- * (file, line), largest byte total first.  Writes up to `cap` sites to `out`
+ * (file, line), largest byte total first, each with the sequence number of
+ * its earliest block (what was lost first names a leak; sizes vary).  Writes
+ * up to `cap` sites to `out`
  * and returns how many sites there are (call again with a bigger buffer if
  * that is more than cap), or -1 if out of memory.  Fills a buffer rather than
  * calling back: a callback would run Python while we hold table_lock, and a
@@ -662,7 +665,7 @@ API int64_t tlsleak_heap_sites_since(uint64_t seq, tlsleak_heap_site *out, size_
     for (size_t i = 0; i < table_cap; i++) {
         const entry *e = &table[i];
         if (e->p != NULL && e->seq > seq)
-            all[n++] = (tlsleak_heap_site){e->file, e->line, 1, (int64_t)e->size};
+            all[n++] = (tlsleak_heap_site){e->file, e->line, 1, (int64_t)e->size, e->seq};
     }
     pthread_mutex_unlock(&table_lock);
 
@@ -672,6 +675,8 @@ API int64_t tlsleak_heap_sites_since(uint64_t seq, tlsleak_heap_site *out, size_
         if (groups > 0 && by_site(&all[groups - 1], &all[i]) == 0) {
             all[groups - 1].blocks += 1;
             all[groups - 1].bytes += all[i].bytes;
+            if (all[i].first < all[groups - 1].first)
+                all[groups - 1].first = all[i].first;
         } else {
             all[groups++] = all[i];
         }
