@@ -10,9 +10,9 @@ kept stable across minor versions.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import TYPE_CHECKING, Any
+
+from tlsleak._version import __version__
 
 if TYPE_CHECKING:
     from tlsleak.cases.case import InitCase, Mode, decode, encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tlsleak.targets.base import Outcome, Rejected, Status, Step, Target
+from tlsleak.targets.base import Outcome, Rejected, Status, Step, Target, UnknownTarget
 from tlsleak.targets.callable import CallableTarget, load_callable
 
 __all__ = [
@@ -48,10 +48,6 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "control-leaky": _control(True),
     "control-fixed": _control(False),
 }
-
-
-class UnknownTarget(ValueError):
-    """The target name is neither built in nor ``package.module:function``."""
 
 
 def resolve_target(spec: str) -> Target:

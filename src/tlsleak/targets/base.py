@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 from tlsleak.cases.case import InitCase, Step
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError
 
-__all__ = ["Outcome", "Rejected", "Status", "Step", "Target"]
+__all__ = ["Outcome", "Rejected", "Status", "Step", "Target", "UnknownTarget"]
 
 
 class Status(enum.StrEnum):
@@ -83,3 +83,7 @@ class Target(Protocol):
     def error_queue(self) -> ErrorQueue | None:
         """The OpenSSL error queue this path uses, if it uses OpenSSL."""
         ...
+
+
+class UnknownTarget(ValueError):
+    """The target name is neither built in nor ``package.module:function``."""

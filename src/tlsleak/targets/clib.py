@@ -38,8 +38,7 @@ from tlsleak.openssl.errors import (
     SystemErrorQueue,
     system_error_queue,
 )
-from tlsleak.targets import UnknownTarget
-from tlsleak.targets.base import Outcome, Status, Step
+from tlsleak.targets.base import Outcome, Status, Step, UnknownTarget
 
 __all__ = ["C_PREFIX", "DEFAULT_SYMBOL", "ERROR_TEXT_SYMBOL", "CLibraryTarget", "c_library_target"]
 
