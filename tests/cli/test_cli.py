@@ -185,15 +185,15 @@ def test_fail_alloc_finds_the_leak_only_allocation_failure_reaches(
 
 
 def test_fail_budget_samples_deterministically() -> None:
-    from tlsleak.cli import _failure_points
+    from tlsleak.cli.check import failure_points
 
     case = InitCase(cert=b"x")
-    points = _failure_points(case, 1000, 10)
+    points = failure_points(case, 1000, 10)
     assert len(points) == 10
     assert points[0] == 1
     assert points[-1] == 1000
-    assert points == _failure_points(case, 1000, 10)
-    assert _failure_points(case, 5, 10) == [1, 2, 3, 4, 5]
+    assert points == failure_points(case, 1000, 10)
+    assert failure_points(case, 5, 10) == [1, 2, 3, 4, 5]
 
 
 def test_docs_mutation_tables_are_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:

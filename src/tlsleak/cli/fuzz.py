@@ -1,0 +1,185 @@
+"""``tlsleak fuzz``: a fuzz campaign on a target (see docs/fuzzing.md).
+
+The campaign itself is :class:`tlsleak.fuzz.campaign.Campaign`; this module
+turns options into :class:`~tlsleak.fuzz.campaign.CampaignOptions`, shows its
+progress on stderr and its summary on stdout, and turns Ctrl-C and SIGTERM
+into a clean stop.  libFuzzer's own flags follow ``--`` (see ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tlsleak.cli._common import (
+    EXIT_CLEAN,
+    EXIT_FINDINGS,
+    Commands,
+    UsageError,
+    add_minimize_budget,
+    add_replays,
+    add_timeout,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    stderr_message,
+)
+
+if TYPE_CHECKING:
+    # The campaign modules and rich are imported only when a campaign runs,
+    # so the other commands start without them.
+    from tlsleak.fuzz.campaign import CampaignOptions
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(commands: Commands) -> None:
+    """Add ``fuzz`` to the sub-commands ``commands``."""
+    fuzz = commands.add_parser(
+        "fuzz",
+        help="run a fuzz campaign on a target",
+        usage="%(prog)s TARGET [options] [-- -libfuzzer_flag=value ...]",
+        description="Fuzz TARGET with libFuzzer (atheris) workers, each input checked by the "
+        "oracle. New inputs are added to the corpus; each distinct finding gets a folder with a "
+        "minimised reproducer under OUT/findings. Ctrl-C stops cleanly (twice: without "
+        "minimising what is still queued). libFuzzer flags go after '--'.",
+        epilog="example: tlsleak fuzz pyopenssl --time 600 --jobs 2 -- -dict=pem.dict "
+        "-max_len=8192",
+    )
+    fuzz.set_defaults(run=run)
+    fuzz.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a name from 'tlsleak targets', package.module:function, or c:LIBRARY[:SYMBOL]",
+    )
+    fuzz.add_argument(
+        "--time",
+        type=positive_float,
+        metavar="SECONDS",
+        help="stop after SECONDS (default: run until Ctrl-C or SIGTERM)",
+    )
+    fuzz.add_argument(
+        "-j", "--jobs", type=positive_int, default=1, help="worker processes (default 1)"
+    )
+    fuzz.add_argument(
+        "--corpus",
+        type=Path,
+        metavar="DIR",
+        help="the corpus to fuzz from and grow (default: "
+        "OUT/corpus, a copy of the bundled seed corpus made on first use)",
+    )
+    fuzz.add_argument(
+        "--out",
+        type=Path,
+        default=Path("tlsleak-out"),
+        metavar="DIR",
+        help="where findings, stats and worker logs go (default ./tlsleak-out)",
+    )
+    fuzz.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    fuzz.add_argument(
+        "--plain",
+        action="store_true",
+        help="guide libFuzzer by Python coverage only, not by "
+        "new OpenSSL errors and allocation counts",
+    )
+    fuzz.add_argument(
+        "--mutator",
+        choices=["structure", "bytes"],
+        default="structure",
+        help="structure-aware mutations of the case (PEM, DER, valid material, crossover; "
+        "the default) or libFuzzer's own byte mutations",
+    )
+    add_replays(fuzz, what="again")
+    add_timeout(fuzz, "seconds an input may take before it", default=10.0)
+    add_minimize_budget(
+        fuzz,
+        default=200,
+        help_text="oracle checks spent shrinking each new finding (default 200; 0: don't)",
+    )
+    fuzz.add_argument(
+        "--max-len",
+        type=positive_int,
+        default=64 * 1024,
+        metavar="BYTES",
+        help="largest input libFuzzer makes (default 65536)",
+    )
+    fuzz.add_argument("-q", "--quiet", action="store_true", help="no progress, summary only")
+
+
+def run(args: argparse.Namespace) -> int:
+    import signal
+
+    from rich.console import Console
+
+    from tlsleak.fuzz.campaign import Campaign, CampaignError
+    from tlsleak.fuzz.progress import LiveDisplay, PlainDisplay, summary_table, summary_title
+
+    options = _options(args)
+    live = not args.quiet and sys.stderr.isatty()
+    try:
+        display: LiveDisplay | PlainDisplay | None = None
+        if not args.quiet:
+            display = LiveDisplay(sys.stderr) if live else PlainDisplay(sys.stderr)
+        campaign = Campaign(
+            options,
+            on_status=display.update if display is not None else None,
+            on_message=display.message if display is not None else stderr_message,
+            status_every=0.5 if live else 5.0,
+        )
+    except CampaignError as exc:
+        raise UsageError(str(exc)) from None
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # The first signal stops the campaign; the next one also skips
+        # minimising the findings still queued.
+        received.append(signum)
+        campaign.stop(hurry=len(received) > 1)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = campaign.run()
+    except CampaignError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if display is not None:
+            display.close()
+    print(summary_title(status))
+    Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
+    if status.findings:
+        print(
+            f"\n{len(status.findings)} distinct findings in {args.out / 'findings'}; "
+            "replay one with: tlsleak replay FOLDER"
+        )
+    if received:
+        return 128 + received[0]
+    return EXIT_FINDINGS if status.findings else EXIT_CLEAN
+
+
+def _options(args: argparse.Namespace) -> CampaignOptions:
+    from tlsleak.fuzz.campaign import CampaignOptions
+
+    return CampaignOptions(
+        target=args.target,
+        out=args.out,
+        corpus=args.corpus,
+        jobs=args.jobs,
+        seconds=args.time,
+        seed=args.seed,
+        plain=args.plain,
+        mutator=args.mutator,
+        replays=args.replays,
+        timeout=args.timeout,
+        minimize_budget=args.minimize_budget,
+        max_len=args.max_len,
+        libfuzzer_flags=tuple(args.libfuzzer),
+    )
+
+
+def _summary_width() -> int | None:
+    # A log file gets the whole table, not one folded to 80 columns.
+    return None if sys.stdout.isatty() else 200

@@ -1,0 +1,45 @@
+"""The JSON report of ``tlsleak check`` (``--json FILE``).
+
+Unlike the text report it holds every finding, each with the case file that
+showed it and all of its allocation sites.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tlsleak._version import __version__
+from tlsleak.check.oracle import Finding
+
+__all__ = ["check_report", "encode"]
+
+
+def check_report(
+    target: str,
+    *,
+    ledgers: Sequence[str] | None,
+    replays: int,
+    files: Sequence[Path],
+    statuses: Counter[str],
+    findings: Sequence[tuple[Path, Finding]],
+) -> dict[str, Any]:
+    """The report of a check of ``files`` on ``target`` with ``ledgers``, as JSON data."""
+    return {
+        "tool": "tlsleak",
+        "version": __version__,
+        "target": target,
+        "ledgers": ledgers,
+        "replays": replays,
+        "cases": len(files),
+        "outcomes": dict(statuses),
+        "findings": [{**f.to_json(), "file": str(path)} for path, f in findings],
+    }
+
+
+def encode(report: dict[str, Any]) -> bytes:
+    """``report`` as the bytes of a JSON file: indented, UTF-8, with a final newline."""
+    return (json.dumps(report, indent=2) + "\n").encode("utf-8")

@@ -1,0 +1,87 @@
+"""The text report of ``tlsleak check``: a table of the distinct findings.
+
+Findings that share a signature (one missing free, say) are one row, however
+many cases and steps show them; the allocation sites of each distinct leak
+follow the table, and the last line says how to re-run one example.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tlsleak.check.oracle import Finding
+
+__all__ = ["SITES_SHOWN", "check_report"]
+
+#: Allocation sites printed per distinct finding (all are in the JSON report).
+SITES_SHOWN = 6
+
+
+def check_report(
+    target: str,
+    files: Sequence[Path],
+    statuses: Counter[str],
+    findings: Sequence[tuple[Path, Finding]],
+    elapsed: float,
+) -> str:
+    """The report of a check of ``files`` on ``target``, as lines without a final newline."""
+    outcome_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
+    lines = [f"{target}: {len(files)} cases in {elapsed:.1f}s ({outcome_text})"]
+    if not findings:
+        lines.append("no findings: every live count returned to its baseline")
+        return "\n".join(lines)
+    groups: dict[str, list[tuple[Path, Finding]]] = {}
+    for path, finding in findings:
+        groups.setdefault(finding.signature, []).append((path, finding))
+    lines.append(f"{len(findings)} findings, {len(groups)} distinct:\n")
+    lines.extend(_table(groups.values()))
+    for group in groups.values():
+        lines.extend(_sites(group))
+    example = findings[0][0]
+    lines.append(f"\nreplay one: tlsleak check {target} {example.parent}/EXAMPLE")
+    return "\n".join(lines)
+
+
+def _table(groups: Iterable[Sequence[tuple[Path, Finding]]]) -> list[str]:
+    """One row per distinct finding: kind, steps, how many cases, what is left, an example."""
+    header = ("KIND", "STEP", "CASES", "WHAT", "EXAMPLE")
+    rows = []
+    for group in groups:
+        path, first = group[0]
+        if first.delta:
+            what = ", ".join(f"{k} {v:+d}" for k, v in first.delta.items())
+        elif first.errors_left:
+            what = "; ".join(sorted({str(e) for e in first.errors_left}))
+        else:
+            what = first.outcome.message
+        rows.append((str(first.kind), _steps(group), str(len(group)), what[:60], path.name))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def _steps(group: Sequence[tuple[Path, Finding]]) -> str:
+    """The failing steps of a group of findings, most frequent first.
+
+    One leak signature covers every step its missing free shows behind.
+    """
+    counts = Counter(str(f.step or "-") for _path, f in group)
+    return ",".join(step for step, _n in counts.most_common())
+
+
+def _sites(group: Sequence[tuple[Path, Finding]]) -> list[str]:
+    """Where the blocks of a group's first finding were allocated, if the ledger says."""
+    example, first = group[0]
+    if not first.sites:
+        return []
+    where = f"{first.kind} at {first.step or '-'}"
+    lines = [f"\nwhere the blocks of the {where} were allocated (example {example.name}):"]
+    for site in first.sites[:SITES_SHOWN]:
+        lines.append(f"  {site.file}:{site.line}  {site.blocks} blocks, {site.bytes} bytes")
+    if len(first.sites) > SITES_SHOWN:
+        lines.append(f"  ... {len(first.sites) - SITES_SHOWN} more sites in the JSON report")
+    return lines
