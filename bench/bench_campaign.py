@@ -40,8 +40,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tlsleak.fuzz.campaign import Campaign, CampaignOptions, CampaignStatus
+from tlsleak.fuzz.campaign import Campaign, CampaignOptions
 from tlsleak.fuzz.guidance import is_alloc_bucket, is_error_pair
+from tlsleak.fuzz.stats import CampaignStatus
 
 PARTS = ("first-finding", "scaling", "guidance", "mutator")
 

@@ -336,7 +336,7 @@ def test_a_full_disk_is_reported_once_and_the_campaign_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tlsleak.cases.files import CorpusError
-    from tlsleak.fuzz import campaign as campaign_module
+    from tlsleak.fuzz import shared_corpus as shared_corpus_module
 
     corpus = tmp_path / "corpus"
     write_case(corpus, InitCase())
@@ -345,7 +345,7 @@ def test_a_full_disk_is_reported_once_and_the_campaign_goes_on(
     def full(folder: Path, data: bytes) -> tuple[Path, bool]:
         raise CorpusError(f"{folder}: cannot write: No space left on device")
 
-    monkeypatch.setattr(campaign_module, "write_input", full)
+    monkeypatch.setattr(shared_corpus_module, "write_input", full)
     options = CampaignOptions("control-leaky", tmp_path / "out", corpus=corpus, seconds=6)
     _campaign, status, messages = _run(options)
     assert [m for m in messages if "No space left" in m] == [

@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tlsleak.fuzz.campaign import CampaignStatus
+from tlsleak.fuzz.stats import CampaignStatus
 
 __all__ = ["LiveDisplay", "PlainDisplay", "status_line", "summary_table", "summary_title"]
 

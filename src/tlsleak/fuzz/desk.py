@@ -1,0 +1,152 @@
+"""The findings desk of a fuzz campaign: one record per signature, minimised and stored.
+
+A worker reports a signature the first time it sees it and counts repeats.
+The campaign keeps one record per signature: a new one is minimised (with a
+budget) by a checker of its own in the background, an isolated oracle
+(:class:`tlsleak.check.worker.IsolatedOracle`), and stored; repeats are added
+to its count every few seconds.  The input a worker died on (see
+:mod:`tlsleak.fuzz.workers`) is checked here in isolation, where a crash or a
+hang is a finding, and stored like the others.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+from tlsleak.cases.case import decode
+from tlsleak.check.findings import FindingError, FindingStore
+from tlsleak.check.oracle import Finding, FindingKind
+from tlsleak.check.worker import IsolatedOracle, WorkerError
+from tlsleak.fuzz.stats import FindingRecord
+from tlsleak.targets import Outcome, Status
+
+__all__ = ["Desk"]
+
+
+class Desk:
+    """Deduplicates findings, minimises new ones in a thread of its own, stores them."""
+
+    def __init__(self, store: FindingStore, checker: IsolatedOracle, budget: int) -> None:
+        self.store = store
+        self.checker = checker
+        self.budget = budget
+        self.records: dict[str, FindingRecord] = {}
+        self._pending: Counter[str] = Counter()
+        self._findings: dict[str, Finding] = {}
+        self._lock = threading.Lock()
+        self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self._hurry = threading.Event()
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._work, name="tlsleak-findings", daemon=True)
+        self._thread.start()
+
+    # Called from the campaign's loop.
+
+    def offer(self, finding: Finding) -> None:
+        with self._lock:
+            step = str(finding.step or "-")
+            record = self.records.get(finding.signature)
+            if record is not None:
+                record.count += 1
+                record.steps[step] = record.steps.get(step, 0) + 1
+                self._pending[finding.signature] += 1
+                return
+            self.records[finding.signature] = FindingRecord(
+                finding.signature, str(finding.kind), step, finding.summary(), steps={step: 1}
+            )
+            self._findings[finding.signature] = finding
+        self._jobs.put(("finding", finding))
+
+    def repeats(self, signature: str, times: int, step: str = "-") -> None:
+        with self._lock:
+            record = self.records.get(signature)
+            if record is not None:
+                record.count += times
+                record.steps[step] = record.steps.get(step, 0) + times
+                self._pending[signature] += times
+
+    def artifact(self, kind: FindingKind | None, data: bytes, how: str) -> None:
+        self._jobs.put(("artifact", (kind, data, how)))
+
+    def snapshot(self) -> list[FindingRecord]:
+        """Copies of the records, for a status (the thread updates them)."""
+        with self._lock:
+            return [replace(r, steps=dict(r.steps)) for r in self.records.values()]
+
+    def flush_counts(self) -> None:
+        """Write the repeats counted since the last flush into the stored findings."""
+        with self._lock:
+            ready = {
+                s: n for s, n in self._pending.items() if n and self.records[s].folder is not None
+            }
+            for signature in ready:
+                del self._pending[signature]
+        for signature, times in ready.items():
+            try:
+                self.store.add_repeats(self._findings[signature], times)
+            except FindingError as exc:
+                self._error(str(exc))
+
+    def finish(self, *, hurry: bool) -> None:
+        """Handle what is queued (without minimising when ``hurry``), then stop."""
+        if hurry:
+            self._hurry.set()
+        self._jobs.put(None)
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+        self.flush_counts()
+
+    def _error(self, message: str) -> None:
+        with self._lock:
+            if message not in self.errors:
+                self.errors.append(message)
+
+    # The thread.
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            what, payload = job
+            try:
+                if what == "finding":
+                    self._store(payload)
+                else:
+                    self._check_artifact(*payload)
+            except FindingError as exc:
+                self._error(str(exc))
+            except WorkerError as exc:
+                self._error(f"checker: {exc}")
+            except Exception as exc:  # a long campaign must outlive one bad finding
+                self._error(f"could not store a finding: {type(exc).__name__}: {exc}")
+
+    def _store(self, finding: Finding) -> None:
+        reproducer, reproduced = finding.case, None
+        # A timeout costs the whole timeout per try: not worth shrinking.
+        if self.budget > 0 and not self._hurry.is_set() and finding.kind is not FindingKind.TIMEOUT:
+            from tlsleak.check.minimize import minimize, signature_predicate
+
+            predicate = signature_predicate(self.checker, finding.signature)
+            reproducer = minimize(
+                finding.case, predicate, budget=self.budget, stop=self._hurry.is_set
+            )
+            reproduced = predicate.finding_for(reproducer)
+        folder, _new = self.store.add(finding, reproducer, reproducer_finding=reproduced)
+        with self._lock:
+            record = self.records[finding.signature]
+            record.folder = folder
+            record.minimized = reproducer is not finding.case
+
+    def _check_artifact(self, kind: FindingKind | None, data: bytes, how: str) -> None:
+        case = decode(data)
+        verdict = self.checker.check(case)
+        found = [f for f in verdict.findings if f.kind in (FindingKind.CRASH, FindingKind.TIMEOUT)]
+        if not found:
+            # Not reproduced in isolation (flaky, or it needed the worker's
+            # history): still a finding, with what the worker's death said.
+            outcome = Outcome(Status.ERROR, None, (), f"worker {how}; not reproduced in isolation")
+            found = [Finding(kind or FindingKind.CRASH, self.checker.target_name, case, outcome)]
+        for finding in found:
+            self.offer(finding)

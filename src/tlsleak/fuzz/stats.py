@@ -1,0 +1,154 @@
+"""What a fuzz campaign says about itself: status snapshots, and ``stats.jsonl``.
+
+A :class:`CampaignStatus` goes to the progress display every few seconds
+(:mod:`tlsleak.fuzz.progress`) and, as one JSON object a line, to the stats
+file of the output folder, with a last one at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from tlsleak.fuzz.guidance import is_alloc_bucket, is_error_pair
+
+__all__ = ["STATS_EVERY", "CampaignStatus", "FindingRecord", "Stats", "WorkerStatus"]
+
+#: Seconds between stats lines (and, by default, status snapshots).
+STATS_EVERY: Final = 5.0
+
+
+@dataclass
+class WorkerStatus:
+    index: int
+    state: str = "starting"  # starting, running, restarting, finished, failed
+    execs: int = 0
+    restarts: int = 0
+    message: str = ""
+
+
+@dataclass
+class FindingRecord:
+    """One distinct finding of the campaign."""
+
+    signature: str
+    kind: str
+    step: str
+    summary: str
+    count: int = 1
+    folder: Path | None = None
+    minimized: bool = False
+    #: Sightings per failing step (a leak's signature spans steps).
+    steps: dict[str, int] = field(default_factory=dict)
+
+    def step_list(self) -> str:
+        """The steps it was seen at, most frequent first."""
+        return ",".join(sorted(self.steps, key=lambda s: -self.steps[s])) or self.step
+
+
+@dataclass
+class CampaignStatus:
+    """A snapshot for progress displays and the stats file."""
+
+    target: str
+    elapsed: float
+    execs: int
+    exec_rate: float
+    corpus: int
+    corpus_added: int
+    features: int
+    error_pairs: int
+    alloc_buckets: int
+    findings: list[FindingRecord]
+    workers: list[WorkerStatus]
+    stopping: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    def findings_by_kind(self) -> Counter[str]:
+        return Counter(f.kind for f in self.findings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            "elapsed": round(self.elapsed, 3),
+            "target": self.target,
+            "execs": self.execs,
+            "exec_per_s": round(self.exec_rate, 1),
+            "corpus": self.corpus,
+            "corpus_added": self.corpus_added,
+            "features": self.features,
+            "error_pairs": self.error_pairs,
+            "alloc_buckets": self.alloc_buckets,
+            "findings": dict(self.findings_by_kind()),
+            "finding_hits": sum(f.count for f in self.findings),
+            "workers": [
+                {"index": w.index, "state": w.state, "execs": w.execs, "restarts": w.restarts}
+                for w in self.workers
+            ],
+        }
+
+
+class Stats:
+    """The campaign's figures over time: the coverage its workers reported, their rate."""
+
+    def __init__(self, path: Path, warn: Callable[[str], None]) -> None:
+        self.path = path
+        #: The coverage features the workers' guidance reported (tlsleak.fuzz.guidance).
+        self.features: set[str] = set()
+        self._rates: list[tuple[float, int]] = []
+        self._warn = warn
+
+    def status(
+        self,
+        *,
+        target: str,
+        started: float,
+        workers: list[WorkerStatus],
+        findings: list[FindingRecord],
+        corpus: int,
+        corpus_added: int,
+        stopping: bool,
+    ) -> CampaignStatus:
+        """A snapshot, from copies of the workers' statuses and of the findings."""
+        now = time.monotonic()
+        execs = sum(w.execs for w in workers)
+        self._rates.append((now, execs))
+        # The rate over the last ten seconds or so: what the workers do now.
+        while len(self._rates) > 2 and now - self._rates[1][0] >= 10:
+            self._rates.pop(0)
+        t0, e0 = self._rates[0]
+        rate = (execs - e0) / (now - t0) if now > t0 else 0.0
+        return CampaignStatus(
+            target=target,
+            elapsed=now - started,
+            execs=execs,
+            exec_rate=rate,
+            corpus=corpus,
+            corpus_added=corpus_added,
+            features=len(self.features),
+            error_pairs=sum(map(is_error_pair, self.features)),
+            alloc_buckets=sum(map(is_alloc_bucket, self.features)),
+            findings=findings,
+            workers=workers,
+            stopping=stopping,
+        )
+
+    def append(self, status: CampaignStatus) -> None:
+        """Add ``status`` to the stats file, as one line."""
+        line = (json.dumps(status.to_json(), separators=(",", ":")) + "\n").encode()
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                # One write() of a whole line: a reader (or a kill) never sees half.
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as exc:  # (EINTR is retried by os.write itself, PEP 475)
+            self._warn(f"{self.path}: cannot write stats: {exc.strerror}")
