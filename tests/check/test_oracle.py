@@ -273,3 +273,42 @@ def test_errors_left_before_the_server_name_are_not_its_refusal() -> None:
         # Negative control: a name the SNI call itself refuses still is.
         refused = oracle.check(replace(client, server_name=b"x" * 300))
         assert refused.outcome.step == "server-name"
+
+
+class _Injector:
+    """A ledger that 'fails' allocations by letting the target see a flag."""
+
+    name = "fake-injector"
+    armed = 0
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def snapshot(self) -> dict[str, int]:
+        return {}
+
+    def reset_allocations(self) -> None: ...
+
+    def allocations(self) -> int:
+        return 1
+
+    def fail_at(self, k: int) -> None:
+        _Injector.armed = k
+
+
+def _runs_out_of_memory(case: Any) -> None:
+    if _Injector.armed:
+        raise MemoryError("failed to allocate BIO")
+    raise ValueError("a bug of the target, not a reaction to the failure")
+
+
+def test_memory_error_under_an_injected_failure_is_a_rejection() -> None:
+    target = CallableTarget(_runs_out_of_memory, name="oom")
+    with Oracle(target, ledgers=[_Injector()]) as oracle:
+        injected = oracle.check(InitCase(), fail_at=1)
+        # Negative control: without the injected failure an exception is a finding.
+        plain = oracle.check(InitCase())
+    assert injected.outcome.status is Status.REJECTED
+    assert not injected.findings
+    assert [f.kind for f in plain.findings] == [FindingKind.EXCEPTION]

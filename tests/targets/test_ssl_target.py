@@ -300,3 +300,13 @@ def test_corpus_gives_no_errors_and_leaves_no_files(target: StdlibSSLTarget) -> 
     assert [o for o in outcomes if o.status is Status.ERROR] == []
     assert {o.status for o in outcomes} == {Status.ACCEPTED, Status.REJECTED}
     assert _leftovers() == before
+
+
+def test_an_ssl_error_without_library_or_reason_has_no_entries() -> None:
+    # CPython raises some SSLErrors (out of memory among them) without the
+    # library/reason attributes; reading them must not fail the target.
+    from tlsleak.targets.stdlib_ssl import ssl_error_entries
+
+    bare = ssl.SSLError("out of memory")
+    assert not hasattr(bare, "library")
+    assert ssl_error_entries(bare) == ()

@@ -28,6 +28,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from tlsleak.cases.case import InitCase, decode
 from tlsleak.ledgers import Counts, Ledger, Site, growth, make_ledger
 from tlsleak.openssl.errors import OpenSSLError
+from tlsleak.openssl.hygiene import ErrorStates
 from tlsleak.targets import CallableTarget, Outcome, Status, Target
 
 __all__ = [
@@ -314,6 +315,7 @@ class Oracle:
         chosen = target.ledgers if ledgers is None else ledgers
         self.ledgers: list[Ledger] = [make_ledger(x) if isinstance(x, str) else x for x in chosen]
         self._queue = target.error_queue()
+        self._error_states = ErrorStates()
         self._started = False
         #: The first ledger that can make allocations fail, if any.
         self.injector: FaultInjector | None = next(
@@ -379,13 +381,16 @@ class Oracle:
             finally:
                 if self._fail_at is not None and self.injector is not None:
                     self.injector.fail_at(0)
+            if self._fail_at is not None:
+                outcome = _out_of_memory_is_a_rejection(outcome)
             left = queue.drain() if queue is not None else ()
-            if queue is not None and left:
-                # Popping an entry can leave its data buffer in the thread's
-                # error state; clearing frees it.  Without this, errors left
-                # on the queue would also show as heap "leaks" at err.c: the
-                # same bug twice, the error-queue finding being the true one.
+            # Popping an entry (ours, or the target's own) can leave its data
+            # buffer in the thread's error state; clearing every libcrypto's
+            # frees it before the snapshot.  Otherwise errors would also show
+            # as heap "leaks" at err.c (see tlsleak.openssl.hygiene).
+            if queue is not None:
                 queue.clear()
+            self._error_states.clear()
             after = self._snapshot()
         finally:
             if collecting:
@@ -494,6 +499,17 @@ class Oracle:
                 first = int(getattr(x, "first", 0))  # a user's ledger may not know the order
                 sites.append(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes), first))
         return tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
+
+
+def _out_of_memory_is_a_rejection(outcome: Outcome) -> Outcome:
+    """With an allocation made to fail, ``MemoryError`` is the right reaction, not a finding.
+
+    A binding that turns the NULL into ``MemoryError`` has handled it; what it
+    leaked or left queued on the way is still judged.
+    """
+    if outcome.status is Status.ERROR and outcome.message.startswith("MemoryError"):
+        return replace(outcome, status=Status.REJECTED)
+    return outcome
 
 
 def settle_collector() -> None:

@@ -139,9 +139,10 @@ def _reason_text(exc: ssl.SSLError) -> str:
 def ssl_error_entries(exc: ssl.SSLError) -> tuple[OpenSSLError, ...]:
     # CPython keeps only the newest queue entry (then clears the queue), as
     # mnemonics: library "PEM", reason "NO_START_LINE".  Errors CPython makes
-    # up itself ("cadata does not contain a certificate") have neither.
-    library: str | None = exc.library
-    reason: str | None = exc.reason
+    # up itself ("cadata does not contain a certificate") have neither, and
+    # one raised when OpenSSL ran out of memory may lack the attributes.
+    library: str | None = getattr(exc, "library", None)
+    reason: str | None = getattr(exc, "reason", None)
     if library is None and reason is None:
         return ()
     return (OpenSSLError(library or "unknown library", reason or _reason_text(exc)),)
@@ -310,7 +311,7 @@ class StdlibSSLTarget:
             shutil.rmtree(folder)
 
     def _stage(self, exc: ssl.SSLError) -> str:
-        if exc.reason in _MISMATCH_REASONS:
+        if getattr(exc, "reason", None) in _MISMATCH_REASONS:
             return Step.CHECK_KEY
         line = _ssl_line(exc)
         return self._stages.get(line, Step.CERTIFICATE) if line is not None else Step.CERTIFICATE
