@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from typing import NoReturn, TextIO, TypeAlias
 
-from tlsleak.check.oracle import DEFAULT_REPLAYS
+from tlsleak.check.oracle import DEFAULT_REPLAYS, FindingKind
 from tlsleak.check.worker import DEFAULT_TIMEOUT, IsolatedOracle, WorkerError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Commands",
     "Parser",
     "UsageError",
+    "add_fail_on",
     "add_minimize_budget",
     "add_replays",
     "add_timeout",
@@ -33,6 +35,7 @@ __all__ = [
     "progress",
     "started",
     "stderr_message",
+    "verdict_exit",
 ]
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -133,3 +136,32 @@ def progress(out: TextIO, text: str) -> None:
 
 def stderr_message(text: str) -> None:
     print(f"tlsleak: {text}", file=sys.stderr)
+
+
+def _kinds(text: str) -> frozenset[FindingKind]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    known = {str(k) for k in FindingKind}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(unknown) or repr(text)} is not a finding kind "
+            f"(kinds: {', '.join(str(k) for k in FindingKind)})"
+        )
+    return frozenset(FindingKind(n) for n in names)
+
+
+def add_fail_on(parser: argparse.ArgumentParser) -> None:
+    """``--fail-on KINDS``: which finding kinds make the exit status 1."""
+    parser.add_argument(
+        "--fail-on",
+        type=_kinds,
+        default=frozenset(FindingKind),
+        metavar="KINDS",
+        help="comma-separated finding kinds that make the exit status 1; the others are "
+        f"still reported (default: every kind: {','.join(str(k) for k in FindingKind)})",
+    )
+
+
+def verdict_exit(kinds: Iterable[str], fail_on: frozenset[FindingKind]) -> int:
+    """:data:`EXIT_FINDINGS` if any of ``kinds`` (of what was found) is gated on, else clean."""
+    return EXIT_FINDINGS if any(FindingKind(k) in fail_on for k in kinds) else EXIT_CLEAN

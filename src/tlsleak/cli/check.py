@@ -25,16 +25,16 @@ from tlsleak.check.findings import FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle
 from tlsleak.cli._common import (
-    EXIT_CLEAN,
-    EXIT_FINDINGS,
     Commands,
     UsageError,
+    add_fail_on,
     add_minimize_budget,
     add_replays,
     add_timeout,
     positive_int,
     progress,
     started,
+    verdict_exit,
 )
 from tlsleak.ledgers import LEDGERS
 from tlsleak.reports import json_report, text
@@ -85,6 +85,7 @@ def add_parser(commands: Commands) -> None:
         help="with --fail-alloc: at most N failing runs per case, sampled (default 64)",
     )
     add_timeout(check, "a case still running after this long")
+    add_fail_on(check)
     check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     check.add_argument(
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if store is not None and findings:
         stored = len({store.path_for(f) for _path, f in findings})
         print(f"\n{stored} distinct findings stored in {store.folder}")
-    return EXIT_FINDINGS if findings else EXIT_CLEAN
+    return verdict_exit((f.kind for _path, f in findings), args.fail_on)
 
 
 def _check_files(

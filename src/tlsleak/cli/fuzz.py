@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlsleak.cli._common import (
-    EXIT_CLEAN,
-    EXIT_FINDINGS,
     Commands,
     UsageError,
+    add_fail_on,
     add_minimize_budget,
     add_replays,
     add_timeout,
@@ -25,6 +24,7 @@ from tlsleak.cli._common import (
     positive_float,
     positive_int,
     stderr_message,
+    verdict_exit,
 )
 
 if TYPE_CHECKING:
@@ -93,6 +93,7 @@ def add_parser(commands: Commands) -> None:
     )
     add_replays(fuzz, what="again")
     add_timeout(fuzz, "seconds an input may take before it", default=10.0)
+    add_fail_on(fuzz)
     add_minimize_budget(
         fuzz,
         default=200,
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if received:
         return 128 + received[0]
-    return EXIT_FINDINGS if status.findings else EXIT_CLEAN
+    return verdict_exit((f.kind for f in status.findings), args.fail_on)
 
 
 def _options(args: argparse.Namespace) -> CampaignOptions:

@@ -2,6 +2,8 @@
 
 Exit 1 when the same finding (same signature) still appears, 0 when it is
 gone: a fix can be tested against the folder ``check --out`` or ``fuzz`` wrote.
+With ``--fail-on KINDS``, a finding of another kind that still appears is
+reported and exits 0.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from tlsleak.check.oracle import format_delta
 from tlsleak.check.worker import IsolatedOracle
 from tlsleak.cli._common import (
     EXIT_CLEAN,
-    EXIT_FINDINGS,
     Commands,
     UsageError,
+    add_fail_on,
     add_replays,
     add_timeout,
     started,
+    verdict_exit,
 )
 from tlsleak.reports.text import SITES_SHOWN
 
@@ -38,6 +41,7 @@ def add_parser(commands: Commands) -> None:
     replay.add_argument("folder", type=Path, metavar="FINDING_DIR")
     add_replays(replay)
     add_timeout(replay, "seconds before the run")
+    add_fail_on(replay)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {finding.kind} at {finding.step or '-'}: {what}")
         for site in finding.sites[:SITES_SHOWN]:
             print(f"    {site}")
-    if any(f.signature == recorded.signature for f in verdict.findings):
+    if any(f.reproduces(recorded) for f in verdict.findings):
         print("still there: the same finding appears again")
-        return EXIT_FINDINGS
+        return verdict_exit([recorded.kind], args.fail_on)
     print("gone: the reproducer no longer gives this finding")
     return EXIT_CLEAN
