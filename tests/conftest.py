@@ -87,6 +87,8 @@ C_CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "crash": ("control_crash.c", ()),
     # The fixed control that leaves OpenSSL's errors queued when it fails.
     "fixed-keep-errors": ("control_fixed.c", ("-DCONTROL_KEEP_ERRORS",)),
+    # No leak; drops a bad CA bundle and never clears after success.
+    "stale": ("control_stale.c", ()),
 }
 
 CCompiler = Callable[..., Path]

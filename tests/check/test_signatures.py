@@ -166,3 +166,17 @@ def test_one_cause_is_one_finding_over_the_whole_corpus(
 def test_a_target_that_names_no_errors_is_placed_at_its_failing_step() -> None:
     # The C ABI reports a step and a message, no errors: what it left is its own.
     assert _stale(Step.CA, (), (PEM_ERR,)).left_by == "ca"
+
+
+def test_stale_errors_after_success_are_one_finding(
+    c_controls: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A dropped CA bundle leaves whatever its parser said, on attempts that
+    # succeed: one place, however many error lists.
+    report = tmp_path / "report.json"
+    assert main(["check", f"c:{c_controls['stale']}", "--json", str(report)]) == 1
+    capsys.readouterr()
+    findings = json.loads(report.read_text())["findings"]
+    assert {f["kind"] for f in findings} == {"error-queue"}
+    assert {f["signature"].rsplit(" | ", 1)[1] for f in findings} == {"success"}
+    assert len({tuple(map(tuple, f["errors_left"])) for f in findings}) > 1
