@@ -307,11 +307,18 @@ class Oracle:
         *,
         ledgers: Iterable[str | Ledger] | None = None,
         replays: int = DEFAULT_REPLAYS,
+        warmups: int = 0,
     ) -> None:
         if replays < 1:
             raise ValueError(f"replays must be at least 1, not {replays}")
+        if warmups < 0:
+            raise ValueError(f"warmups must be at least 0, not {warmups}")
         self.target = target
         self.replays = replays
+        #: Unjudged replays before the judged ones, once a count grew: a
+        #: process-wide counter also sees caches that take a few attempts to
+        #: fill (OpenSSL's error ring, method stores), which a leak outlasts.
+        self.warmups = warmups
         chosen = target.ledgers if ledgers is None else ledgers
         self.ledgers: list[Ledger] = [make_ledger(x) if isinstance(x, str) else x for x in chosen]
         self._queue = target.error_queue()
@@ -417,6 +424,20 @@ class Oracle:
         finally:
             self._fail_at = None
 
+    def warm_up(self, cases: Iterable[InitCase], *, rounds: int = 3) -> None:
+        """Run ``cases`` ``rounds`` times each, unjudged, before judging anything.
+
+        The first attempts in a fresh process fill caches (providers, method
+        stores, the error ring) a little more each time.  Counters of one
+        library's objects never see that; a process-wide counter does, and
+        would call the first cases' one-time growth a leak.
+        """
+        if not self._started:
+            raise RuntimeError("start the oracle (use it as a context manager) before warm_up()")
+        for case in cases:
+            for _ in range(rounds):
+                self._attempt(case)
+
     def count_allocations(self, case: InitCase) -> int:
         """How many allocations one run of ``case`` makes (for :meth:`check`'s ``fail_at``)."""
         if self.injector is None:
@@ -457,6 +478,8 @@ class Oracle:
         # look for in the replays: growth that survives collection (a leak) or
         # growth that only collection undoes (a cycle).
         cycle = not uncollected
+        for _ in range(self.warmups):
+            self._attempt(case)
         recurring: dict[str, int] | None = None
         for _ in range(self.replays):
             _outcome, grown, before, _left = self._attempt(case)
