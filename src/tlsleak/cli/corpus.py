@@ -2,13 +2,17 @@
 
 Cases are stored under content-addressed names, so adding a case that is
 already there changes nothing: the actions that write say how many were new.
-Stats, import and merge do their work in :mod:`tlsleak.corpus.tools`.
+Stats, import and merge do their work in :mod:`tlsleak.corpus.tools`.  A
+folder that can't be read or written is one line and exit status 2, checked
+before the work where it can be (:func:`tlsleak.corpus.tools.check_writable`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tlsleak.cases.case import Mode
@@ -30,13 +34,27 @@ from tlsleak.cli._common import (
 __all__ = ["add_parser"]
 
 
+def _one_line_errors(action: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """``action``, with a file system error it meets on the way as one line (exit 2)."""
+
+    @functools.wraps(action)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return action(args)
+        except OSError as exc:  # a folder made unwritable midway, a full disk
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise UsageError(f"{where}{exc.strerror or exc}") from None
+
+    return run
+
+
 def add_parser(commands: Commands) -> None:
     """Add ``corpus`` and its actions to the sub-commands ``commands``."""
     corpus = commands.add_parser("corpus", help="work with corpus folders")
     actions = corpus.add_subparsers(dest="corpus_command", metavar="ACTION", parser_class=Parser)
     actions.required = True
     show = actions.add_parser("show", help="describe case files for humans")
-    show.set_defaults(run=_show)
+    show.set_defaults(run=_one_line_errors(_show))
     show.add_argument("files", nargs="+", type=Path, metavar="FILE")
     _add_grow(actions)
     stats = actions.add_parser(
@@ -45,7 +63,7 @@ def add_parser(commands: Commands) -> None:
         description="Count what the case files under DIR hold. With --target, also run "
         "each case on TARGET and count outcomes and the (step, OpenSSL error) pairs reached.",
     )
-    stats.set_defaults(run=_stats)
+    stats.set_defaults(run=_one_line_errors(_stats))
     stats.add_argument("folders", nargs="+", type=Path, metavar="DIR")
     stats.add_argument("--target", metavar="TARGET", help="also run every case on TARGET")
     _add_import(actions)
@@ -56,7 +74,7 @@ def add_parser(commands: Commands) -> None:
         "(status, step, OpenSSL errors, labels) on TARGET and per finding. SRC is never "
         "modified.",
     )
-    merge.set_defaults(run=_merge)
+    merge.set_defaults(run=_one_line_errors(_merge))
     merge.add_argument("sources", nargs="+", type=Path, metavar="SRC")
     merge.add_argument("--into", required=True, type=Path, metavar="DIR")
     merge.add_argument("--target", metavar="TARGET", help="tell behaviours apart by running TARGET")
@@ -71,7 +89,7 @@ def _add_grow(actions: Commands) -> None:
         "With --fuzz TARGET, instead run a fuzz campaign of --time seconds on TARGET with DIR "
         "as its corpus, which adds the inputs it finds interesting.",
     )
-    grow.set_defaults(run=_grow)
+    grow.set_defaults(run=_one_line_errors(_grow))
     grow.add_argument("folder", type=Path, metavar="DIR")
     grow.add_argument(
         "-n", "--count", type=positive_int, default=100, help="cases to generate (default 100)"
@@ -111,7 +129,7 @@ def _add_import(actions: Commands) -> None:
         "'imported', and store the new ones in DIR. With --from-hypothesis, the files are "
         "failing cases that property tests kept, copied in as they are.",
     )
-    imp.set_defaults(run=_import)
+    imp.set_defaults(run=_one_line_errors(_import))
     imp.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     imp.add_argument("--as", dest="as_field", choices=["ca", "cert", "key"])
     imp.add_argument(
@@ -145,12 +163,12 @@ def _grow(args: argparse.Namespace) -> int:
     from hypothesis.errors import InvalidArgument
 
     from tlsleak.cases import strategies
+    from tlsleak.corpus.tools import check_writable
 
-    if args.folder.exists() and not args.folder.is_dir():
-        raise UsageError(f"{args.folder}: exists and is not a folder")
+    if args.fuzz is not None and args.defects:
+        raise UsageError("--defect chooses generated cases; it does not go with --fuzz")
+    check_writable(args.folder)
     if args.fuzz is not None:
-        if args.defects:
-            raise UsageError("--defect chooses generated cases; it does not go with --fuzz")
         return _grow_by_fuzzing(args)
     try:
         if args.defects:

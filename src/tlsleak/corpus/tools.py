@@ -10,11 +10,14 @@
 
 Everything here reads source files and writes only through
 :func:`tlsleak.cases.files.write_case`: atomic, content-addressed, never replacing a
-file, so a source corpus is never modified.
+file, so a source corpus is never modified.  A destination that can't be
+written is refused by :func:`check_writable` before any work is done.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -30,6 +33,7 @@ from tlsleak.cases.describe import key_type_name
 from tlsleak.cases.files import (
     MAX_CASE_BYTES,
     CorpusError,
+    case_files,
     list_files,
     load_cases,
     read_limited,
@@ -45,6 +49,7 @@ __all__ = [
     "CorpusStats",
     "ImportResult",
     "MergeResult",
+    "check_writable",
     "corpus_stats",
     "format_stats",
     "import_blobs",
@@ -68,6 +73,24 @@ class Checker(Protocol):
     """What stats and merge need of an oracle (``IsolatedOracle`` or ``Oracle``)."""
 
     def check(self, case: InitCase) -> Verdict: ...
+
+
+def check_writable(folder: Path) -> None:
+    """Make ``folder`` if needed and check that cases can be written there, or CorpusError.
+
+    Done before the work, so that a folder that can't be listed or written
+    is one line at once, not a traceback after minutes of merging.
+    """
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise CorpusError(f"{folder}: exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.listdir(folder)  # writes skip the cases already there: it must be readable
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise CorpusError(f"{folder}: cannot write cases there: {exc.strerror}") from None
 
 
 # -- stats ---------------------------------------------------------------------------
@@ -243,8 +266,6 @@ def import_blobs(
     Every file is read and every case built before the first write, so a bad
     file among many leaves ``into`` as it was.
     """
-    if into.exists() and not into.is_dir():
-        raise CorpusError(f"{into}: exists and is not a folder")
     cases: list[InitCase] = []
     importable = list_files(
         paths, wanted=lambda p: not p.name.startswith("."), what="files to import"
@@ -257,6 +278,7 @@ def import_blobs(
         if len(case.encode()) > MAX_CASE_BYTES:
             raise CorpusError(f"{path}: too large to import with the other material")
         cases.append(case)
+    check_writable(into)
     new = sum(write_case(into, case)[1] for case in cases)
     return ImportResult(new, len(cases) - new)
 
@@ -266,9 +288,8 @@ def import_cases(paths: Sequence[Path], into: Path) -> ImportResult:
 
     All files are read before the first write, as in :func:`import_blobs`.
     """
-    if into.exists() and not into.is_dir():
-        raise CorpusError(f"{into}: exists and is not a folder")
     cases = [case for _path, case in load_cases(paths)]
+    check_writable(into)
     new = sum(write_case(into, case)[1] for case in cases)
     return ImportResult(new, len(cases) - new)
 
@@ -301,13 +322,13 @@ def merge_corpora(
     (:func:`tlsleak.fuzz.guidance.features`: error pairs and stacks, allocation
     buckets) is a behaviour of its own.
     """
-    if into.exists() and not into.is_dir():
-        raise CorpusError(f"{into}: exists and is not a folder")
     target = into.resolve()
     for source in sources:
         # Writing into a source would modify it (new files), which merge promises not to.
         if source.resolve() == target:
             raise CorpusError(f"{into}: is also a source; merge into a new folder")
+    case_files(sources)  # a bad source is refused before anything is made
+    check_writable(into)  # and a bad destination before the checks, which take minutes
     best: dict[tuple[object, ...], tuple[bytes, InitCase]] = {}
     total = 0
     for _path, case in load_cases(sources):
