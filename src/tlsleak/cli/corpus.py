@@ -17,10 +17,10 @@ from pathlib import Path
 
 from tlsleak.cases.case import Mode
 from tlsleak.cases.files import case_files, load_case, write_case
+from tlsleak.check.oracle import FindingKind
 from tlsleak.check.worker import IsolatedOracle
 from tlsleak.cli._common import (
     EXIT_CLEAN,
-    EXIT_FINDINGS,
     Commands,
     Parser,
     UsageError,
@@ -28,7 +28,6 @@ from tlsleak.cli._common import (
     positive_float,
     positive_int,
     started,
-    stderr_message,
 )
 
 __all__ = ["add_parser"]
@@ -187,18 +186,16 @@ def _grow(args: argparse.Namespace) -> int:
 
 
 def _grow_by_fuzzing(args: argparse.Namespace) -> int:
-    from tlsleak.fuzz.campaign import Campaign, CampaignError, CampaignOptions
+    from tlsleak.cli.fuzz import campaign_exit, run_campaign
+    from tlsleak.fuzz.campaign import CampaignOptions
 
-    args.folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="tlsleak-grow-") as scratch:
         out = args.out if args.out is not None else Path(scratch)
         options = CampaignOptions(
             args.fuzz, out, corpus=args.folder, jobs=args.jobs, seconds=args.time, seed=args.seed
         )
-        try:
-            status = Campaign(options, on_message=stderr_message).run()
-        except CampaignError as exc:
-            raise UsageError(str(exc)) from None
+        # Progress on stderr, Ctrl-C and SIGTERM as clean stops, as `tlsleak fuzz`.
+        status, signum = run_campaign(options, quiet=False)
     print(
         f"{args.folder}: {status.corpus_added} new inputs from {status.execs:,} executions "
         f"on {status.target} in {status.elapsed:.0f}s"
@@ -207,7 +204,7 @@ def _grow_by_fuzzing(args: argparse.Namespace) -> int:
         print(f"  {record.kind} ({record.count}x): {record.summary}")
     if status.findings and args.out is None:
         print("  (findings not kept: pass --out DIR, or run tlsleak fuzz)")
-    return EXIT_FINDINGS if status.findings else EXIT_CLEAN
+    return campaign_exit(status, signum, frozenset(FindingKind))
 
 
 def _started_oracle(target: str | None) -> IsolatedOracle | None:

@@ -4,6 +4,12 @@ The campaign itself is :class:`tlsleak.fuzz.campaign.Campaign`; this module
 turns options into :class:`~tlsleak.fuzz.campaign.CampaignOptions`, shows its
 progress on stderr and its summary on stdout, and turns Ctrl-C and SIGTERM
 into a clean stop.  libFuzzer's own flags follow ``--`` (see ``main``).
+:func:`run_campaign` and :func:`campaign_exit` serve ``corpus grow --fuzz`` too.
+
+Exit status: 128 + the signal after Ctrl-C or SIGTERM; otherwise 1 when a
+finding of a ``--fail-on`` kind was found; otherwise 2 when the campaign did
+no work (no input executed, or every worker given up), with one line saying
+why; otherwise 0.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tlsleak.check.oracle import FindingKind
 from tlsleak.cli._common import (
+    EXIT_FINDINGS,
+    EXIT_USAGE,
     Commands,
     UsageError,
     add_fail_on,
@@ -26,13 +35,14 @@ from tlsleak.cli._common import (
     stderr_message,
     verdict_exit,
 )
+from tlsleak.fuzz import MAX_JOBS
 
 if TYPE_CHECKING:
     # The campaign modules and rich are imported only when a campaign runs,
     # so the other commands start without them.
-    from tlsleak.fuzz.campaign import CampaignOptions
+    from tlsleak.fuzz.campaign import CampaignOptions, CampaignStatus
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "campaign_exit", "run", "run_campaign"]
 
 
 def add_parser(commands: Commands) -> None:
@@ -61,7 +71,11 @@ def add_parser(commands: Commands) -> None:
         help="stop after SECONDS (default: run until Ctrl-C or SIGTERM)",
     )
     fuzz.add_argument(
-        "-j", "--jobs", type=positive_int, default=1, help="worker processes (default 1)"
+        "-j",
+        "--jobs",
+        type=positive_int,
+        default=1,
+        help=f"worker processes, one core each (default 1, at most {MAX_JOBS})",
     )
     fuzz.add_argument(
         "--corpus",
@@ -110,45 +124,11 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-
     from rich.console import Console
 
-    from tlsleak.fuzz.campaign import Campaign, CampaignError
-    from tlsleak.fuzz.progress import LiveDisplay, PlainDisplay, summary_table, summary_title
+    from tlsleak.fuzz.progress import summary_table, summary_title
 
-    options = _options(args)
-    live = not args.quiet and sys.stderr.isatty()
-    try:
-        display: LiveDisplay | PlainDisplay | None = None
-        if not args.quiet:
-            display = LiveDisplay(sys.stderr) if live else PlainDisplay(sys.stderr)
-        campaign = Campaign(
-            options,
-            on_status=display.update if display is not None else None,
-            on_message=display.message if display is not None else stderr_message,
-            status_every=0.5 if live else 5.0,
-        )
-    except CampaignError as exc:
-        raise UsageError(str(exc)) from None
-    received: list[int] = []
-
-    def on_signal(signum: int, _frame: object) -> None:
-        # The first signal stops the campaign; the next one also skips
-        # minimising the findings still queued.
-        received.append(signum)
-        campaign.stop(hurry=len(received) > 1)
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        status = campaign.run()
-    except CampaignError as exc:
-        raise UsageError(str(exc)) from None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if display is not None:
-            display.close()
+    status, signum = run_campaign(_options(args), quiet=args.quiet)
     print(summary_title(status))
     Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
     if status.findings:
@@ -156,9 +136,68 @@ def run(args: argparse.Namespace) -> int:
             f"\n{len(status.findings)} distinct findings in {args.out / 'findings'}; "
             "replay one with: tlsleak replay FOLDER"
         )
-    if received:
-        return 128 + received[0]
-    return verdict_exit((f.kind for f in status.findings), args.fail_on)
+    return campaign_exit(status, signum, args.fail_on)
+
+
+def run_campaign(options: CampaignOptions, *, quiet: bool) -> tuple[CampaignStatus, int | None]:
+    """Run a campaign, its progress on stderr; its final status and the signal that stopped it.
+
+    Ctrl-C and SIGTERM stop it cleanly (a second one also skips minimising
+    what is still queued), so that its scratch, which holds keys, is removed.
+    """
+    import signal
+
+    from tlsleak.fuzz.campaign import Campaign, CampaignError
+    from tlsleak.fuzz.progress import LiveDisplay, PlainDisplay
+
+    live = not quiet and sys.stderr.isatty()
+    display: LiveDisplay | PlainDisplay | None = None
+    if not quiet:
+        display = LiveDisplay(sys.stderr) if live else PlainDisplay(sys.stderr)
+    try:
+        try:
+            campaign = Campaign(
+                options,
+                on_status=display.update if display is not None else None,
+                on_message=display.message if display is not None else stderr_message,
+                status_every=0.5 if live else 5.0,
+            )
+        except CampaignError as exc:
+            raise UsageError(str(exc)) from None
+        received: list[int] = []
+
+        def on_signal(signum: int, _frame: object) -> None:
+            received.append(signum)
+            campaign.stop(hurry=len(received) > 1)
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            status = campaign.run()
+        except CampaignError as exc:
+            raise UsageError(str(exc)) from None
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    finally:
+        if display is not None:
+            display.close()
+    return status, received[0] if received else None
+
+
+def campaign_exit(
+    status: CampaignStatus, signum: int | None, fail_on: frozenset[FindingKind]
+) -> int:
+    """The exit status of a campaign (see the module docstring); says why if it did no work."""
+    if signum is not None:
+        return 128 + signum
+    verdict = verdict_exit((f.kind for f in status.findings), fail_on)
+    if status.no_work is None:
+        return verdict
+    if verdict == EXIT_FINDINGS:  # what was found stands; the shortfall is said anyway
+        print(f"tlsleak: warning: no work done: {status.no_work}", file=sys.stderr)
+        return verdict
+    print(f"tlsleak: error: no work done: {status.no_work}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _options(args: argparse.Namespace) -> CampaignOptions:

@@ -4,6 +4,11 @@ A :class:`Worker` is started as ``python -m tlsleak.fuzz.worker`` (a fresh
 interpreter, with the heap shim preloaded through its environment) with the
 command line of :func:`worker_argv`, and reports JSON events, one a line, on
 a pipe of its own; what libFuzzer and the target print goes to its log.
+
+The events stop when a worker dies (a crash is ``_exit``, no last word), but
+libFuzzer prints its final stats to the log (``-print_final_stats=1``) on a
+crash or a timeout too: :meth:`Worker.logged_executions` reads them, so the
+executions of a life that ended between two events still count.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +31,9 @@ __all__ = ["DICTIONARY", "Worker", "worker_argv"]
 
 #: PEM armor, DER headers and OIDs for libFuzzer's -dict (unless given one).
 DICTIONARY: Final = Path(__file__).parent / "tls.dict"
+#: How much of the end of a worker's log is read for its last words.
+_LOG_TAIL: Final = 64 * 1024
+_EXECUTED: Final = re.compile(rb"^stat::number_of_executed_units:\s*(\d+)\s*$", re.M)
 
 
 class Worker:
@@ -40,23 +49,36 @@ class Worker:
         self.buffer = b""
         self.execs_before = 0  # executions of earlier lives
         self.failed_starts = 0
+        self.log_start = 0  # where this life's output starts in the log
 
-    def spawn(self, argv_for: Callable[[int], list[str]], env: dict[str, str]) -> None:
-        """Start the worker process; ``argv_for(fd)`` is its command line, given its event pipe."""
+    def spawn(
+        self,
+        argv_for: Callable[[int], list[str]],
+        env: dict[str, str],
+        keep_fds: tuple[int, ...] = (),
+    ) -> None:
+        """Start the worker process; ``argv_for(fd)`` is its command line, given its event pipe.
+
+        ``keep_fds`` are inherited too (the output folder's lock: held while a
+        worker lives, even one whose campaign was killed).
+        """
         read, write = os.pipe()
         os.set_blocking(read, False)
         try:
             with self.log.open("ab") as log:
+                self.log_start = log.tell()
                 self.proc = subprocess.Popen(
                     argv_for(write),
                     env=env,
-                    pass_fds=(write,),
+                    pass_fds=(write, *keep_fds),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
                     # Ctrl-C on the terminal goes to the campaign only: it
                     # decides how the workers stop.
                     start_new_session=True,
+                    # What libFuzzer writes (inputs, crashers) holds keys: private.
+                    umask=0o077,
                 )
         except BaseException:
             os.close(read)
@@ -83,6 +105,26 @@ class Worker:
             except ValueError:
                 continue
         return events
+
+    def _log_tail(self) -> bytes:
+        """The end of what this life wrote to the log."""
+        try:
+            with self.log.open("rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(self.log_start, size - _LOG_TAIL))
+                return log.read()
+        except OSError:
+            return b""
+
+    def logged_executions(self) -> int | None:
+        """The executions libFuzzer counted in this life (its final stats), if it printed them."""
+        found = _EXECUTED.findall(self._log_tail())
+        return int(found[-1]) if found else None
+
+    def last_log_line(self) -> str:
+        """The last line this life wrote to the log (why it could not start, usually)."""
+        lines = [line.strip() for line in self._log_tail().splitlines() if line.strip()]
+        return lines[-1].decode("utf-8", "replace")[:200] if lines else ""
 
     def close(self) -> None:
         if self.fd >= 0:

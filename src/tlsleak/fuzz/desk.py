@@ -14,6 +14,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -91,13 +92,18 @@ class Desk:
             except FindingError as exc:
                 self._error(str(exc))
 
-    def finish(self, *, hurry: bool) -> None:
-        """Handle what is queued (without minimising when ``hurry``), then stop."""
+    def finish(self, *, hurry: bool, waiting: Callable[[], None] | None = None) -> None:
+        """Handle what is queued (without minimising when ``hurry``), then stop.
+
+        ``waiting`` is called every fraction of a second meanwhile (to show progress).
+        """
         if hurry:
             self._hurry.set()
         self._jobs.put(None)
         while self._thread.is_alive():
             self._thread.join(0.2)
+            if waiting is not None:
+                waiting()
         self.flush_counts()
 
     def _error(self, message: str) -> None:

@@ -15,8 +15,15 @@ from typing import Final
 
 from tlsleak.check.minimize import DEFAULT_BUDGET
 from tlsleak.check.oracle import DEFAULT_REPLAYS
+from tlsleak.fuzz import MAX_JOBS
 
-__all__ = ["RESERVED_FLAGS", "CampaignError", "CampaignOptions", "check_libfuzzer_flags"]
+__all__ = [
+    "MAX_JOBS",
+    "RESERVED_FLAGS",
+    "CampaignError",
+    "CampaignOptions",
+    "check_libfuzzer_flags",
+]
 
 #: libFuzzer flags the campaign sets itself, with the option to use instead.
 RESERVED_FLAGS: Final = {
@@ -60,6 +67,7 @@ class CampaignOptions:
     out: Path
     #: The corpus to use and grow; None: ``out/corpus``, seeded from the bundled one.
     corpus: Path | None = None
+    #: Worker processes, 1 to :data:`MAX_JOBS`.
     jobs: int = 1
     #: Seconds to run; None: until :meth:`~tlsleak.fuzz.campaign.Campaign.stop`.
     seconds: float | None = None

@@ -3,7 +3,9 @@
 On a terminal the status line is redrawn in place (rich's ``Live``), and
 messages (a worker given up, a full disk) are printed above it.  Anywhere else
 (CI logs, ``| tee``) a plain line is printed every few seconds, so a log holds
-a readable history rather than control characters.  Both go to stderr; the
+a readable history rather than control characters.  Both start at launch
+(``starting:`` while no input has run) and go on while the findings still
+queued are minimised at the end (``stopping:``).  Both go to stderr; the
 summary table goes to stdout, after the campaign.
 """
 
@@ -28,6 +30,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _restarts(status: CampaignStatus, noun: str = "restarts") -> str:
+    """``146 restarts (73.0/min)``: a target that keeps killing its workers shows here."""
+    minutes = status.elapsed / 60
+    rate = f" ({status.restarts / minutes:,.1f}/min)" if minutes > 0 else ""
+    return f"{status.restarts:,} {noun}{rate}"
+
+
 def _workers(status: CampaignStatus) -> str:
     running = sum(w.state == "running" for w in status.workers)
     line = f"workers {running}/{len(status.workers)} running"
@@ -36,9 +45,8 @@ def _workers(status: CampaignStatus) -> str:
         for w in status.workers
         if w.state != "running"
     ]
-    restarts = sum(w.restarts for w in status.workers)
-    if restarts:
-        line += f", {restarts} restarts"
+    if status.restarts:
+        line += f", {_restarts(status)}"
     if others and not status.stopping:
         line += " [" + "; ".join(others) + "]"
     return line
@@ -48,7 +56,7 @@ def status_line(status: CampaignStatus) -> str:
     """One line: elapsed, speed, corpus, coverage, findings by kind, worker health."""
     kinds = status.findings_by_kind()
     findings = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "none"
-    head = "stopping: " if status.stopping else ""
+    head = "stopping: " if status.stopping else "starting: " if status.starting else ""
     return (
         f"{head}{_duration(status.elapsed)} {status.target}: "
         f"{status.execs:,} execs ({status.exec_rate:,.0f}/s), "
@@ -95,10 +103,11 @@ class LiveDisplay:
 def summary_title(status: CampaignStatus) -> str:
     """The end-of-campaign totals, one line."""
     rate = status.execs / status.elapsed if status.elapsed > 0 else 0.0
+    restarts = f", {_restarts(status, 'worker restarts')}" if status.restarts else ""
     return (
         f"{status.target}: {status.execs:,} executions in {_duration(status.elapsed)} "
-        f"({rate:,.0f}/s on {len(status.workers)} workers), corpus {status.corpus:,} "
-        f"(+{status.corpus_added:,}), {status.error_pairs} error pairs, "
+        f"({rate:,.0f}/s on {len(status.workers)} workers){restarts}, corpus "
+        f"{status.corpus:,} (+{status.corpus_added:,}), {status.error_pairs} error pairs, "
         f"{status.alloc_buckets} allocation buckets"
     )
 

@@ -9,7 +9,9 @@ content hashes to its name (libFuzzer names inputs by SHA-1, so a
 half-written file never passes), and hands it to the other workers the same
 way (libFuzzer's ``-reload`` picks it up).  A campaign killed at any moment
 leaves the shared corpus with whole files only; the private folders are
-scratch, removed by the next campaign on the same output folder.
+scratch (0700 folders, 0600 files: cases hold private keys), removed at the
+end of the campaign or, after a kill, by the next one on the same output
+folder.
 """
 
 from __future__ import annotations
@@ -119,10 +121,14 @@ class SharedCorpus:
             raise CampaignError(f"cannot make the working corpus {corpus}: {exc}") from None
 
     def seed(self, worker: WorkerFolders) -> None:
-        """Fill a worker's private folder with a copy of the shared corpus."""
+        """Fill a worker's private folder with a copy of the shared corpus.
+
+        Raises OSError when the folder can't be made or filled (a full disk).
+        """
         shutil.rmtree(worker.home, ignore_errors=True)
+        worker.home.mkdir(mode=0o700)
         for folder in (worker.inputs, worker.incoming, worker.artifacts):
-            folder.mkdir(parents=True)
+            folder.mkdir(mode=0o700)
         for path in self._files():
             try:
                 data = read_limited(path)
@@ -131,7 +137,7 @@ class SharedCorpus:
                 continue
             name = content_name(data)
             if name not in self.quarantine:
-                (worker.inputs / name).write_bytes(data)
+                _write_private(worker.inputs / name, data)
 
     def _files(self) -> Iterator[Path]:
         try:
@@ -181,9 +187,20 @@ def _complete_input(path: Path) -> bytes | None:
     return data
 
 
+def _write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to a new file only its owner can read (scratch, not kept: no fsync)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def _hand_over(worker: WorkerFolders, name: str, data: bytes) -> None:
     """Give ``data`` to a worker: written aside, then renamed into its folder in one step."""
     tmp = worker.incoming / name
     with contextlib.suppress(OSError):
-        tmp.write_bytes(data)
+        _write_private(tmp, data)
         os.replace(tmp, worker.inputs / name)

@@ -70,9 +70,23 @@ class CampaignStatus:
     workers: list[WorkerStatus]
     stopping: bool = False
     messages: list[str] = field(default_factory=list)
+    #: Why the campaign did not do the work it was asked for (it executed
+    #: nothing, or lost every worker); None when it did.  Final status only.
+    no_work: str | None = None
 
     def findings_by_kind(self) -> Counter[str]:
         return Counter(f.kind for f in self.findings)
+
+    @property
+    def restarts(self) -> int:
+        """Worker restarts so far (a crash, a hang or running out of memory each)."""
+        return sum(w.restarts for w in self.workers)
+
+    @property
+    def starting(self) -> bool:
+        """Nothing executed yet, and workers still starting."""
+        states = {w.state for w in self.workers}
+        return not self.execs and "starting" in states and "running" not in states
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +102,8 @@ class CampaignStatus:
             "alloc_buckets": self.alloc_buckets,
             "findings": dict(self.findings_by_kind()),
             "finding_hits": sum(f.count for f in self.findings),
+            "restarts": self.restarts,
+            **({"no_work": self.no_work} if self.no_work else {}),
             "workers": [
                 {"index": w.index, "state": w.state, "execs": w.execs, "restarts": w.restarts}
                 for w in self.workers

@@ -12,7 +12,9 @@ pipe of its own (``--events FD``, not stdout or stderr, which libFuzzer and
 the code under test write to), one JSON object a line:
 
 ``ready``
-    set up: the target's name and ledgers.
+    running: the first input is being checked (the target's name and ledgers).
+    A worker that never sends it did no work (libFuzzer refused a flag, the
+    dictionary is missing, ...).
 ``error``
     could not set up (unknown target, inactive ledger): ``message``.
 ``finding``
@@ -25,8 +27,10 @@ the code under test write to), one JSON object a line:
 The worker stops on its own at ``--until`` (a Unix time), or when the
 campaign sends SIGTERM or SIGINT: either only raises a flag, and the next
 input sends the last stats and leaves with ``os._exit(0)`` (raising from
-inside the fuzzed function would be a crash to libFuzzer).  When the campaign
-itself is gone, the next write fails and the worker leaves too.
+inside the fuzzed function would be a crash to libFuzzer).  When libFuzzer
+ends the process itself (``-runs=N``), a C ``atexit`` handler sends the last
+stats.  When the campaign itself is gone, the next write fails and the
+worker leaves too.
 
 With guidance on (the default), the features of each attempt
 (:mod:`tlsleak.fuzz.guidance`) hit coverage counters of their own, so libFuzzer
@@ -38,13 +42,14 @@ and reported, which is what a comparison needs).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from tlsleak.fuzz.instrumentation import NOT_INSTRUMENTED, instrumented_packages
@@ -73,6 +78,26 @@ class _Events:
                 view = view[os.write(self.fd, view) :]
         except OSError:
             os._exit(0)  # the campaign is gone: nobody to fuzz for
+
+
+#: Kept alive for as long as the process: libc calls it at exit.
+_AT_EXIT: list[Any] = []
+
+
+def _at_c_exit(callback: Callable[[], None]) -> None:
+    """Call ``callback`` when the process ends through C's ``exit()``.
+
+    libFuzzer ends the process with ``exit()`` after ``-runs=N``, which
+    skips Python's :mod:`atexit`; a C handler still runs, and the last stats
+    get out.  Best effort: a libc without ``__cxa_atexit`` just loses them.
+    """
+    handler = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _arg: callback())
+    try:
+        register = ctypes.CDLL(None).__cxa_atexit
+    except (AttributeError, OSError):
+        return
+    _AT_EXIT.append(handler)
+    register(handler, None, None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def test_one_input(data: bytes) -> None:
         nonlocal execs
+        if not execs:
+            # Only now is libFuzzer running: until here a bad flag or a
+            # missing dictionary still ends the worker without any work.
+            events.send(ev="ready", target=target.name, ledgers=[x.name for x in oracle.ledgers])
         verdict = oracle.check(decode(data))
         execs += 1
         if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
@@ -170,7 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if time.monotonic() - last >= STATS_EVERY:
             report()
 
-    events.send(ev="ready", target=target.name, ledgers=[x.name for x in oracle.ledgers])
+    def last_words() -> None:
+        report()
+        events.send(ev="done")
+
+    _at_c_exit(last_words)
     if args.mutator == "structure":
         from tlsleak.cases.mutator import custom_crossover, custom_mutator
 

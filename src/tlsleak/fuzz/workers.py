@@ -6,7 +6,8 @@ desk (:mod:`tlsleak.fuzz.desk`) and the stats.  A worker that dies (a crash,
 a hang past ``--timeout``, out of memory) leaves the input in its artifact
 folder: the desk checks it in isolation (where a crash or a hang is a
 finding) and stores that, and the worker is started again, unless it keeps
-dying before it is ready.
+dying before its first input.  The executions of every life count, the ones
+libFuzzer printed when it died included; the restarts are counted too.
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ class WorkerPool:
         until: float | None,
         stop: threading.Event,
         warn: Callable[[str], None],
+        keep_fds: tuple[int, ...] = (),
     ) -> None:
         self.options = options
+        self._keep_fds = keep_fds
         self._corpus = corpus
         self._desk = desk
         self._stats = stats
@@ -68,9 +71,9 @@ class WorkerPool:
         ]
         self._selector = selectors.DefaultSelector()
 
-    def start(self) -> None:
-        for worker in self.workers:
-            self._start(worker)
+    def start(self, worker: Worker) -> None:
+        """Start ``worker`` (one of :attr:`workers`) for the first time."""
+        self._start(worker)
 
     def done(self) -> bool:
         """Whether every worker has finished or been given up."""
@@ -94,10 +97,25 @@ class WorkerPool:
         return [replace(w.status) for w in self.workers]
 
     def _start(self, worker: Worker) -> None:
-        self._corpus.seed(worker.folders)
         worker.status.state = "starting"
-        worker.spawn(lambda fd: worker_argv(self.options, worker, self._until, fd), self._env)
+        try:
+            self._corpus.seed(worker.folders)
+            worker.spawn(
+                lambda fd: worker_argv(self.options, worker, self._until, fd),
+                self._env,
+                self._keep_fds,
+            )
+        except OSError as exc:  # a full disk, a folder gone: this worker can't run
+            what = exc.strerror or str(exc)
+            what = f"{exc.filename}: {what}" if exc.filename else what
+            self._give_up(worker, f"cannot be started: {what}", see_log=False)
+            return
         self._selector.register(worker.fd, selectors.EVENT_READ, worker)
+
+    def _give_up(self, worker: Worker, why: str, *, see_log: bool = True) -> None:
+        worker.status.state = "failed"
+        worker.status.message = why
+        self._warn(f"worker {worker.index}: given up: {why}" + (f"; see {worker.log}" * see_log))
 
     def _read(self, worker: Worker) -> bool:
         """Handle what the worker sent; False at end of file (the worker is gone)."""
@@ -118,7 +136,6 @@ class WorkerPool:
             self._desk.offer(Finding.from_json(event["finding"]))
         elif kind == "ready":
             worker.status.state = "running"
-            worker.failed_starts = 0
         elif kind == "error":
             worker.status.state = "failed"
             worker.status.message = str(event["message"])
@@ -132,7 +149,10 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             worker.proc.kill()
             code = worker.proc.wait()
-        worker.execs_before = worker.status.execs
+        # The events stop at a crash; libFuzzer's final stats in the log don't.
+        life = max(worker.status.execs - worker.execs_before, worker.logged_executions() or 0)
+        worker.status.execs = worker.execs_before = worker.execs_before + life
+        worker.failed_starts = 0 if life else worker.failed_starts + 1
         self.sync()  # its last new inputs, before its folder is reset
         found = self._collect_artifacts(worker)
         if worker.status.state == "failed" or self._stop.is_set():
@@ -140,14 +160,11 @@ class WorkerPool:
         if code == 0 and not found:
             worker.status.state = "finished"  # -runs=N or the time is up
             return
-        if worker.status.state == "starting":
-            worker.failed_starts += 1
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
         if worker.failed_starts >= MAX_FAILED_STARTS:
-            worker.status.state = "failed"
-            worker.status.message = f"died {MAX_FAILED_STARTS} times while starting ({how})"
-            message = worker.status.message
-            self._warn(f"worker {worker.index}: given up: {message}; see {worker.log}")
+            said = worker.last_log_line()
+            why = f"died {MAX_FAILED_STARTS} times before its first input ({how})"
+            self._give_up(worker, f"{why}: {said}" if said else why)
             return
         worker.status.restarts += 1
         worker.status.state = "restarting"
