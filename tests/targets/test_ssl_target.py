@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import stat
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from tlsleak.cases.material import Encoding, KeyFormat, KeyType, cert_bytes, ide
 from tlsleak.openssl.errors import OpenSSLError, system_error_queue
 from tlsleak.targets import TARGETS, Status, Step, resolve_target
 from tlsleak.targets.base import Outcome
-from tlsleak.targets.stdlib_ssl import TEMP_PREFIX, StdlibSSLTarget
+from tlsleak.targets.stdlib_ssl import TEMP_PREFIX, StdlibSSLTarget, sweep_scratch
 
 
 @pytest.fixture(scope="module")
@@ -310,3 +314,76 @@ def test_an_ssl_error_without_library_or_reason_has_no_entries() -> None:
     bare = ssl.SSLError("out of memory")
     assert not hasattr(bare, "library")
     assert ssl_error_entries(bare) == ()
+
+
+# --- scratch left by killed workers -------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and was reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_scratch_folders_name_their_owner(
+    target: StdlibSSLTarget, valid_case: InitCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, int]] = []
+    _spy_on_load_cert_chain(monkeypatch, seen)
+    target.run(valid_case)
+    folder = os.path.basename(seen[-1][0])
+    assert folder.startswith(f"{TEMP_PREFIX}{os.getpid()}-")
+
+
+def test_folders_of_dead_owners_are_swept_and_the_rest_kept(tmp_path: Path) -> None:
+    dead = tmp_path / f"{TEMP_PREFIX}{_dead_pid()}-abc"
+    alive = tmp_path / f"{TEMP_PREFIX}{os.getpid()}-def"
+    old_unowned = tmp_path / f"{TEMP_PREFIX}ghijkl"
+    new_unowned = tmp_path / f"{TEMP_PREFIX}mnopqr"
+    other = tmp_path / "someone-elses-12-folder"
+    for folder in (dead, alive, old_unowned, new_unowned, other):
+        folder.mkdir(mode=0o700)
+        (folder / "key.pem").write_bytes(b"secret")
+    a_file = tmp_path / f"{TEMP_PREFIX}1-file"
+    a_file.write_bytes(b"")
+    two_hours_ago = time.time() - 7200
+    os.utime(old_unowned, (two_hours_ago, two_hours_ago))
+    removed = sweep_scratch(str(tmp_path))
+    assert sorted(removed) == sorted([str(dead), str(old_unowned)])
+    assert {p.name for p in tmp_path.iterdir()} == {
+        alive.name,
+        new_unowned.name,
+        other.name,
+        a_file.name,
+    }
+
+
+def test_making_the_target_sweeps_what_a_killed_worker_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    left = tmp_path / f"{TEMP_PREFIX}{_dead_pid()}-xyz"
+    left.mkdir(mode=0o700)
+    (left / "key.pem").write_bytes(b"secret")
+    StdlibSSLTarget()
+    assert not left.exists()
+    assert list(tmp_path.iterdir()) == []  # the calibration's own folder is gone too
+
+
+def test_a_killed_worker_leaves_a_folder_that_the_next_start_removes(tmp_path: Path) -> None:
+    # A worker killed inside load_cert_chain: stood in for by a process that
+    # makes its scratch folder the way the target does, then dies by SIGKILL.
+    code = (
+        "import os, signal, tempfile\n"
+        f"tempfile.tempdir = {str(tmp_path)!r}\n"
+        "from tlsleak.targets.stdlib_ssl import _scratch\n"
+        "folder = _scratch()\n"
+        "open(os.path.join(folder, 'key.pem'), 'wb').close()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], check=False)
+    assert proc.returncode == -signal.SIGKILL
+    [left] = tmp_path.iterdir()
+    assert stat.S_IMODE(left.stat().st_mode) == 0o700
+    assert sweep_scratch(str(tmp_path)) == [str(left)]

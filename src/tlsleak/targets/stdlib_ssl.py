@@ -22,7 +22,9 @@ What the path decides, and why:
 * ``load_cert_chain`` reads files, and PEM only, so DER certificates and keys
   are rejected (OpenSSL's "PEM lib").  The blobs go into a private temporary
   folder (0700, files 0600) that is removed after each input, whatever
-  happens.
+  happens.  A process killed meanwhile (a worker that crashed or hung) cannot
+  remove its folder, so each folder's name carries its owner's process id,
+  and making the target sweeps the folders whose owner is gone.
 * A certificate without a key: ``load_cert_chain(certfile)`` takes the key
   from the certificate file, as CPython documents, so a combined PEM works and
   a bare certificate is rejected at step ``key``.  A key without a
@@ -42,7 +44,9 @@ import os
 import re
 import shutil
 import ssl
+import stat
 import tempfile
+import time
 from typing import Final
 
 from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
@@ -50,10 +54,15 @@ from tlsleak.cases.case import InitCase, Mode
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError, system_error_queue
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 
-__all__ = ["StdlibSSLTarget"]
+__all__ = ["TEMP_PREFIX", "StdlibSSLTarget", "sweep_scratch"]
 
-#: Prefix of the private folders that hold the cert and key files for one input.
+#: Prefix of the private folders that hold the cert and key files for one input;
+#: the owner's process id and a random part follow.
 TEMP_PREFIX: Final = "tlsleak-ssl-"
+_OWNED: Final = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-")
+# A folder of an older tlsleak names no owner.  It lives for one
+# load_cert_chain call: one this old was left by a killed process.
+_ORPHAN_AGE: Final = 3600.0
 
 # CPython ends every message it makes from the OpenSSL error queue with the
 # _ssl.c line that raised it.
@@ -170,6 +179,55 @@ def _no_password() -> bytes:
     return b""
 
 
+def _scratch() -> str:
+    """A new private folder (0700, as ``mkdtemp`` makes it) named after this process."""
+    return tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}-")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as someone else's
+        return True
+    return True
+
+
+def sweep_scratch(folder: str | None = None) -> list[str]:
+    """Remove this user's scratch folders whose owner is gone from ``folder`` (default: temp).
+
+    They hold private keys, and were left by a process killed mid-input.  A
+    folder is removed when the process its name gives no longer exists (a
+    reused process id keeps it until a later sweep), or, for a folder that
+    names no owner, when it is over an hour old.  Returns the paths removed.
+    """
+    where = folder if folder is not None else tempfile.gettempdir()
+    removed = []
+    try:
+        entries = list(os.scandir(where))
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.name.startswith(TEMP_PREFIX):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        owner = _OWNED.match(entry.name)
+        if owner is not None:
+            gone = not _alive(int(owner.group(1)))
+        else:
+            gone = time.time() - info.st_mtime > _ORPHAN_AGE
+        if gone:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    return removed
+
+
 def _calibrate_stages() -> dict[int, str]:
     """The _ssl.c line that each stage of ``load_cert_chain`` raises from, in this build.
 
@@ -188,7 +246,7 @@ def _calibrate_stages() -> dict[int, str]:
     )
     stages: dict[int, str] = {}
     try:
-        folder = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        folder = _scratch()
     except OSError:
         return {}
     try:
@@ -238,6 +296,7 @@ class StdlibSSLTarget:
     ledgers: tuple[str, ...] = ("openssl-heap", "fds")
 
     def __init__(self) -> None:
+        sweep_scratch()  # what killed workers left: this target's start is the next start
         self._stages = _calibrate_stages()
 
     def error_queue(self) -> ErrorQueue:
@@ -288,7 +347,7 @@ class StdlibSSLTarget:
                 Step.CHECK_KEY, "private key without a certificate (load_cert_chain needs one)"
             )
         password = _Password(case.password)
-        folder = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+        folder = _scratch()
         try:
             certfile = _write_private(folder, "cert.pem", case.cert)
             keyfile = _write_private(folder, "key.pem", case.key) if case.key else None
