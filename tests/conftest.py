@@ -89,6 +89,10 @@ C_CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fixed-keep-errors": ("control_fixed.c", ("-DCONTROL_KEEP_ERRORS",)),
     # No leak; drops a bad CA bundle and never clears after success.
     "stale": ("control_stale.c", ()),
+    # Reads the key with no password callback: OpenSSL prompts for a pass phrase.
+    "prompt": ("control_prompt.c", ()),
+    # Its fixed twin: a callback that gives no password, so nothing prompts.
+    "prompt-fixed": ("control_prompt.c", ("-DCONTROL_NO_PROMPT",)),
 }
 
 CCompiler = Callable[..., Path]

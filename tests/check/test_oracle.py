@@ -20,7 +20,8 @@ from tlsleak import (
     Step,
     assert_no_leaks,
 )
-from tlsleak.targets import CallableTarget, resolve_target
+from tlsleak.check.oracle import PROMPTED, Finding
+from tlsleak.targets import CallableTarget, Outcome, resolve_target
 
 # --- the control targets -------------------------------------------------------
 
@@ -312,3 +313,22 @@ def test_memory_error_under_an_injected_failure_is_a_rejection() -> None:
     assert injected.outcome.status is Status.REJECTED
     assert not injected.findings
     assert [f.kind for f in plain.findings] == [FindingKind.EXCEPTION]
+
+
+# --- prompt findings -------------------------------------------------------------------
+
+
+def _prompt(step: str, message: str, *, fail_at: int | None = None) -> Finding:
+    outcome = Outcome(Status.REJECTED, step, (), message)
+    return Finding(FindingKind.PROMPT, "c:lib.so", InitCase(key=b"k"), outcome, fail_at=fail_at)
+
+
+def test_a_prompt_is_signed_by_its_step_whatever_the_library_said() -> None:
+    a = _prompt("key", "key: cannot parse private key (PEM routines: bad password read)")
+    b = _prompt("key", "bad decrypt")
+    assert a.signature == b.signature == "c:lib.so | prompt | key"
+    assert _prompt("ca", "ca: no").signature == "c:lib.so | prompt | ca"
+    assert "allocation failure" in _prompt("key", "x", fail_at=3).signature
+    assert a.what == PROMPTED
+    assert a.what in a.summary()
+    assert Finding.from_json(a.to_json()) == a

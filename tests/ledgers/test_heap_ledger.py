@@ -345,3 +345,39 @@ def test_ledger_injects_through_the_oracle_interface() -> None:
     assert got["n"] > 100
     assert got["raised"] in ("MemoryError", "SSLError")
     assert got["failed"] == 1
+
+
+# -- what the ledger sees: tried with one allocation ------------------------------
+
+
+def test_the_heap_ledger_counts_an_allocation_on_the_system_libcrypto_only() -> None:
+    got = _child(
+        """
+        import ctypes
+        from cryptography.hazmat.bindings.openssl.binding import Binding
+        from tlsleak.ledgers import counts_allocation
+        from tlsleak.openssl.errors import SYSTEM_LIBCRYPTO
+        system = ctypes.CDLL(SYSTEM_LIBCRYPTO)
+        system.BIO_s_mem.restype = ctypes.c_void_p
+        system.BIO_new.restype = ctypes.c_void_p
+        system.BIO_new.argtypes = [ctypes.c_void_p]
+        system.BIO_free.argtypes = [ctypes.c_void_p]
+        def system_bio():
+            bio = system.BIO_new(system.BIO_s_mem())
+            return lambda: system.BIO_free(bio)
+        def binding_bio():
+            bio = Binding.lib.BIO_new(Binding.lib.BIO_s_mem())
+            return lambda: Binding.lib.BIO_free(bio)
+        ledger = HeapLedger()
+        ledger.start()
+        own = Binding.ffi.string(Binding.lib.OpenSSL_version(0)).decode()
+        out(system=counts_allocation(ledger, system_bio),
+            binding=counts_allocation(ledger, binding_bio),
+            wheel=own != ssl.OPENSSL_VERSION, scope=ledger.scope, live=h.counts()[0])
+        """
+    )
+    assert got["system"] is True  # positive control: the hooked libcrypto
+    if got["wheel"]:
+        assert got["binding"] is False  # negative control: the wheel's own OpenSSL
+    assert got["scope"].startswith("the heap of the system libcrypto (/")
+    assert HeapLedger.stack_bound is True

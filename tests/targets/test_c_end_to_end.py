@@ -7,12 +7,14 @@ started with the shim preloaded (pytest's own process is not preloaded).
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
+from tlsleak.cases.material import KeyFormat, KeyType, cert_bytes, identity, key_bytes
 from tlsleak.cli import main
 
 
@@ -121,3 +123,50 @@ def test_library_crashing_on_load_is_one_line(
     assert "could not be set up" in err
     assert "SIGSEGV" in err
     assert err.count("\n") == 1
+
+
+# -- pass-phrase prompts ------------------------------------------------------------------
+
+
+@pytest.fixture
+def encrypted_keys(tmp_path: Path) -> Path:
+    """Two encrypted-key cases (two key types: one cause) and a plain one, in a folder."""
+    folder = tmp_path / "keys"
+    for key_type in (KeyType.EC_P256, KeyType.RSA2048):
+        ident = identity(key_type, issued=False)
+        cert = cert_bytes(ident.leaf)
+        key = key_bytes(ident.key, KeyFormat.PKCS8_ENCRYPTED, password=b"secret")
+        write_case(folder, InitCase(cert=cert, key=key))
+    ident = identity(KeyType.EC_P256, issued=False)
+    write_case(folder, InitCase(cert=cert_bytes(ident.leaf), key=key_bytes(ident.key)))
+    return folder
+
+
+def test_a_library_that_makes_openssl_prompt_gets_one_prompt_finding(
+    c_controls: dict[str, Path],
+    encrypted_keys: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    out_dir = tmp_path / "out"
+    target = f"c:{c_controls['prompt']}"
+    assert main(["check", target, str(encrypted_keys), "--out", str(out_dir)]) == 1
+    captured = capfd.readouterr()
+    assert "2 findings, 1 distinct" in captured.out
+    [row] = [line for line in captured.out.splitlines() if line.startswith("prompt")]
+    assert row.split()[:3] == ["prompt", "key", "2"]
+    assert "pass phrase" not in captured.err  # the worker's stderr is not the terminal
+    log = out_dir / "worker.log"
+    assert log.read_text().count("Enter PEM pass phrase:") >= 2
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert main(["check", target, str(encrypted_keys), "--fail-on", "leak"]) == 0
+    assert main(["check", target, str(encrypted_keys), "--fail-on", "prompt"]) == 1
+
+
+def test_a_library_that_gives_no_password_does_not_prompt(
+    c_controls: dict[str, Path], encrypted_keys: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", f"c:{c_controls['prompt-fixed']}", str(encrypted_keys)]) == 0
+    captured = capfd.readouterr()
+    assert "no findings" in captured.out
+    assert "pass phrase" not in captured.err

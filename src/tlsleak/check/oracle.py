@@ -30,10 +30,12 @@ from tlsleak.ledgers import Counts, Ledger, Site, growth, make_ledger
 from tlsleak.openssl.errors import OpenSSLError
 from tlsleak.openssl.hygiene import ErrorStates
 from tlsleak.targets import CallableTarget, Outcome, Status, Target
+from tlsleak.targets.probe import sift
 
 __all__ = [
     "DEFAULT_REPLAYS",
     "OWNERSHIP",
+    "PROMPTED",
     "AttributingLedger",
     "FaultInjector",
     "Finding",
@@ -67,6 +69,14 @@ class FindingKind(enum.StrEnum):
     CRASH = "crash"
     #: The path did not return in time (isolated runs only).
     TIMEOUT = "timeout"
+    #: OpenSSL asked for a pass phrase on the terminal: no password callback
+    #: was given (isolated runs only, where the worker's stderr is read).
+    PROMPT = "prompt"
+
+
+#: What a ``prompt`` finding says went wrong.
+#: (A program that does this stops and waits for someone to type.)
+PROMPTED: Final = "OpenSSL prompted for a pass phrase: no password callback"
 
 
 #: OpenSSL object types, owners before what they own: a leaked SSL keeps its
@@ -152,7 +162,8 @@ class Finding:
         after the allocation, and counter *names* and the first lost block
         only, since a leak's size and what hangs off its root vary with the
         input.  For the other kinds the step comes next,
-        then what went wrong there (the exception's type, the signal).  An
+        then what went wrong there (the exception's type, the signal); a
+        prompt by its step alone (the prompt is always the same).  An
         error-queue finding is placed by :attr:`left_by`, not by the errors'
         text: one missing ``ERR_clear_error`` leaves whatever the input made
         the parser say (:attr:`variant`).
@@ -168,7 +179,7 @@ class Finding:
             parts.append(", ".join(root_counters(self.delta)))
             if self.root_site is not None:
                 parts.append(self.root_site)
-        elif self.kind is not FindingKind.ERROR_QUEUE:
+        elif self.kind not in (FindingKind.ERROR_QUEUE, FindingKind.PROMPT):
             parts.append(self.outcome.message.split(":", 1)[0])
         return " | ".join(parts)
 
@@ -195,6 +206,11 @@ class Finding:
             return "; ".join(str(e) for e in self.errors_left)
         return format_delta(self.delta)
 
+    @property
+    def what(self) -> str:
+        """What went wrong, short: the outcome's message, or what a prompt means."""
+        return PROMPTED if self.kind is FindingKind.PROMPT else self.outcome.message
+
     def summary(self) -> str:
         """One line for humans."""
         if self.kind is FindingKind.LEAK:
@@ -204,7 +220,7 @@ class Finding:
         elif self.kind is FindingKind.ERROR_QUEUE:
             what = "left on the error queue: " + "; ".join(str(e) for e in self.errors_left)
         else:
-            what = self.outcome.message
+            what = self.what
         if self.sites:
             what += " (" + ", ".join(str(s) for s in self.sites[:3]) + ")"
         if self.fail_at is not None:
@@ -324,11 +340,16 @@ class Oracle:
         self._queue = target.error_queue()
         self._error_states = ErrorStates()
         self._started = False
+        #: Ledgers dropped at start because they cannot see the target, with why.
+        self.blind: dict[str, str] = {}
+        self._fail_at: int | None = None
+        self._pick_counters()
+
+    def _pick_counters(self) -> None:
         #: The first ledger that can make allocations fail, if any.
         self.injector: FaultInjector | None = next(
             (x for x in self.ledgers if isinstance(x, FaultInjector)), None
         )
-        self._fail_at: int | None = None
         # The finest allocation counter on offer: the heap's (every
         # CRYPTO_malloc) over the object ledger's (constructor calls).
         counters = [x for x in self.ledgers if isinstance(x, FaultInjector)]
@@ -336,16 +357,31 @@ class Oracle:
         self._counter: FaultInjector | None = counters[0] if counters else None
 
     def start(self) -> Oracle:
+        """Start every ledger, and keep only those that see the target.
+
+        Each ledger must count one object the target allocates through its own
+        stack (:mod:`tlsleak.targets.probe`).  A blind one is dropped and named
+        in :attr:`blind` when another ledger sees the target; when none does,
+        :class:`~tlsleak.ledgers.LedgerBlind` says which ledger and why, since
+        every count would stay at its baseline whatever the target leaks.
+        """
         if not self._started:
             started: list[Ledger] = []
             try:
                 for ledger in self.ledgers:
                     ledger.start()
                     started.append(ledger)
+                kept, blind = sift(self.target, self.ledgers)
             except BaseException:
                 for ledger in reversed(started):
                     ledger.stop()
                 raise
+            for ledger in self.ledgers:
+                if not any(ledger is x for x in kept):
+                    ledger.stop()
+            self.ledgers = kept
+            self.blind.update(blind)
+            self._pick_counters()
             self._started = True
         return self
 

@@ -8,7 +8,17 @@ ledgers need: with the OpenSSL heap shim preloaded (``LD_PRELOAD``) when it is
 built, since its hooks can only be installed before OpenSSL's first
 allocation.  When the child dies on a signal or does not answer within the
 timeout, the case gets a ``crash`` or ``timeout`` finding and a new child is
-started for the next case.
+started at once; if that one cannot start, the crash verdict is still
+returned, and :attr:`IsolatedOracle.failure` says (one line) why no case can
+be checked any more.
+
+The child has no terminal: it runs in a session of its own, reads stdin from
+``/dev/null``, and writes stderr to a log file (given, or a private temporary
+one removed by :meth:`IsolatedOracle.close`), never to the user's terminal.
+OpenSSL's default password callback, used when the code under test gives
+none, then writes its "Enter PEM pass phrase:" to that stderr and reads
+nothing: the child reads its stderr back after each case and gives the case
+a ``prompt`` finding when a pass-phrase prompt appeared.
 
 The parent and the child talk over two pipes of their own (not stdin and
 stdout, which the code under test may use): each message is a 4-byte
@@ -19,16 +29,22 @@ big-endian length and that many bytes.  Requests are an operation byte, an
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import os
+import re
 import select
 import signal
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Final
 
 from tlsleak.cases.case import InitCase, decode
@@ -101,7 +117,11 @@ def child_env() -> dict[str, str]:
 
 
 class IsolatedOracle:
-    """An :class:`~tlsleak.check.oracle.Oracle` for ``target`` (a spec), run in a child process."""
+    """An :class:`~tlsleak.check.oracle.Oracle` for ``target`` (a spec), run in a child process.
+
+    ``log`` is the file the child's stderr is appended to (private, 0600);
+    by default a temporary file that :meth:`close` removes.
+    """
 
     def __init__(
         self,
@@ -110,6 +130,7 @@ class IsolatedOracle:
         ledgers: Sequence[str] | None = None,
         replays: int = DEFAULT_REPLAYS,
         timeout: float = DEFAULT_TIMEOUT,
+        log: Path | None = None,
     ) -> None:
         if replays < 1:
             raise ValueError(f"replays must be at least 1, not {replays}")
@@ -122,6 +143,13 @@ class IsolatedOracle:
         self.timeout = timeout
         self.can_fail_allocations = False
         self.restarts = 0
+        #: Ledgers the child dropped because they cannot see the target, with why.
+        self.blind: dict[str, str] = {}
+        #: Why no case can be checked any more (the child died on a case and
+        #: could not be restarted); checking then raises WorkerError with it.
+        self.failure: str | None = None
+        self.log = log
+        self._own_log: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._to_child = -1
         self._from_child = -1
@@ -131,9 +159,17 @@ class IsolatedOracle:
     def start(self) -> IsolatedOracle:
         if self._proc is None:
             self._spawn()
+            self.failure = None
         return self
 
     def close(self) -> None:
+        """End the child, and remove the temporary log (a given one is kept)."""
+        self._stop()
+        if self._own_log is not None:
+            self._own_log.unlink(missing_ok=True)
+            self._own_log = None
+
+    def _stop(self) -> None:
         proc, self._proc = self._proc, None
         for fd in (self._to_child, self._from_child):
             if fd >= 0:
@@ -152,7 +188,29 @@ class IsolatedOracle:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _open_log(self) -> tuple[int, Path]:
+        """A descriptor for the child's stderr (read-write, so the child can read it back)."""
+        if self.log is None and self._own_log is None:
+            fd, name = tempfile.mkstemp(prefix="tlsleak-worker-", suffix=".log")
+            os.close(fd)
+            self._own_log = Path(name)
+        path = self.log if self.log is not None else self._own_log
+        assert path is not None
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        try:
+            return os.open(path, flags, 0o600), path
+        except OSError as exc:
+            raise WorkerError(f"cannot write the worker's log {path}: {exc.strerror}") from None
+
     def _spawn(self) -> None:
+        log, log_path = self._open_log()
+        try:
+            self._spawn_logging_to(log, log_path)
+        finally:
+            os.close(log)
+
+    def _spawn_logging_to(self, log: int, log_path: Path) -> None:
+        logged = os.fstat(log).st_size  # where this child's stderr starts
         req_read, req_write = os.pipe()
         resp_read, resp_write = os.pipe()
         argv = [sys.executable, "-m", "tlsleak.check.worker", self.spec]
@@ -166,6 +224,7 @@ class IsolatedOracle:
                 env=child_env(),
                 pass_fds=(req_read, resp_write),
                 stdin=subprocess.DEVNULL,
+                stderr=log,
                 # No controlling terminal: OpenSSL asks for a PEM pass phrase
                 # on /dev/tty itself (not stdin) when a blob says it is
                 # encrypted and no callback is given, and a fuzz input must
@@ -184,7 +243,7 @@ class IsolatedOracle:
         except TimeoutError:
             if self._proc is not None:
                 self._proc.kill()
-            self.close()
+            self._stop()
             raise WorkerError(
                 f"target {self.spec!r} could not be set up: no answer within {startup:g}s"
             ) from None
@@ -195,10 +254,12 @@ class IsolatedOracle:
                 code = self._proc.wait() if self._proc is not None else 0
                 how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"status {code}"
                 message = f"target {self.spec!r} could not be set up: the worker died ({how})"
-            self.close()
+                message += _last_words(log_path, logged, kept=self.log is not None)
+            self._stop()
             raise WorkerError(message)
         self.target_name = reply["target"]
         self.ledger_names = reply["ledgers"]
+        self.blind = dict(reply.get("blind", {}))
         self.can_fail_allocations = reply["injector"]
 
     def _receive(self, deadline: float) -> dict[str, Any] | None:
@@ -222,6 +283,8 @@ class IsolatedOracle:
         return reply["allocations"] if isinstance(reply, dict) else 0
 
     def _ask(self, op: bytes, case: InitCase, fail_at: int | None) -> dict[str, Any] | Verdict:
+        if self.failure is not None:
+            raise WorkerError(self.failure)
         self.start()
         request = _REQUEST.pack(op, fail_at or 0) + case.encode()
         deadline = time.monotonic() + self.timeout
@@ -243,7 +306,7 @@ class IsolatedOracle:
         if timed_out:
             proc.kill()
         code = proc.wait()
-        self.close()
+        self._stop()
         self.restarts += 1
         if timed_out:
             kind, message = FindingKind.TIMEOUT, f"no answer within {self.timeout:g}s"
@@ -253,20 +316,85 @@ class IsolatedOracle:
             kind, message = FindingKind.CRASH, f"worker exited with status {code}"
         outcome = Outcome(Status.ERROR, None, (), message)
         finding = Finding(kind, self.target_name, case, outcome, fail_at=fail_at)
+        # Restart now, so that a child that cannot start again is known here:
+        # this case keeps its finding, and what comes next gets the reason.
+        try:
+            self._spawn()
+        except WorkerError as exc:
+            self.failure = (
+                f"the worker died on a case ({message}) and could not be restarted: {exc}"
+            )
         return Verdict(case, outcome, (finding,))
+
+
+def _last_words(log: Path, since: int, *, kept: bool) -> str:
+    """The last line a dead child wrote to its stderr, for the one-line error; where the rest is."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(since)
+            text = file.read()[-4096:].decode("utf-8", "replace")
+    except OSError:
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    said = f": {lines[-1][:200]}" if lines else ""
+    return said + (f" (its stderr is in {log})" if kept and lines else "")
 
 
 # -- the child -------------------------------------------------------------------------
 
+#: OpenSSL's pass-phrase prompts ("Enter PEM pass phrase:", "Verifying - Enter
+#: PEM pass phrase:", "Enter pass phrase for ...:"), at the start of a line.
+_PROMPT: Final = re.compile(rb"(?im)^(?:verifying - )?enter [^\n]*pass ?(?:phrase|word)[^\n]*:")
+#: How much of what a case wrote to stderr is searched for a prompt.
+_PROMPT_WINDOW: Final = 1 << 20
+
+
+class _Stderr:
+    """This process's stderr, read back when it is a file opened for reading too (the log)."""
+
+    def __init__(self, fd: int = 2) -> None:
+        self.fd = fd
+        try:
+            readable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+            self.on = readable and stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            self.on = False
+
+    def mark(self) -> int:
+        return os.fstat(self.fd).st_size if self.on else 0
+
+    def prompted_since(self, mark: int) -> bool:
+        """Whether a pass-phrase prompt was written after ``mark``."""
+        if not self.on:
+            return False
+        size = os.fstat(self.fd).st_size
+        if size <= mark:
+            return False
+        try:
+            written = os.pread(self.fd, min(size - mark, _PROMPT_WINDOW), mark)
+        except OSError:
+            return False
+        return _PROMPT.search(written) is not None
+
+
+def _with_prompt(verdict: Verdict, target: str, fail_at: int | None) -> Verdict:
+    """``verdict`` with a ``prompt`` finding added: the case made OpenSSL ask for a pass phrase."""
+    prompt = Finding(FindingKind.PROMPT, target, verdict.case, verdict.outcome, fail_at=fail_at)
+    return replace(verdict, findings=(*verdict.findings, prompt))
+
 
 def _serve(oracle: Oracle, requests: int, replies: int) -> None:
+    stderr = _Stderr()
     while (payload := _read(requests)) is not None:
         op, fail_at = _REQUEST.unpack_from(payload)
         case = decode(payload[_REQUEST.size :])
         if op == _COUNT:
             _write(replies, json.dumps({"allocations": oracle.count_allocations(case)}).encode())
             continue
+        mark = stderr.mark()
         verdict = oracle.check(case, fail_at=fail_at or None)
+        if stderr.prompted_since(mark):
+            verdict = _with_prompt(verdict, oracle.target.name, fail_at or None)
         reply = {
             "status": str(verdict.outcome.status),
             "step": None if verdict.outcome.step is None else str(verdict.outcome.step),
@@ -280,7 +408,7 @@ def _serve(oracle: Oracle, requests: int, replies: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the child (``python -m tlsleak.check.worker``); not for users."""
-    from tlsleak.ledgers import LedgerUnavailable
+    from tlsleak.ledgers import LedgerBlind, LedgerUnavailable
     from tlsleak.targets import UnknownTarget, resolve_target
 
     parser = argparse.ArgumentParser(prog="tlsleak.check.worker")
@@ -295,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         oracle = Oracle(target, ledgers=args.ledgers, replays=args.replays).start()
     except (UnknownTarget, LedgerUnavailable, ValueError, KeyError) as exc:
         message = str(exc).strip("'\"")
-        if isinstance(exc, LedgerUnavailable):
+        if isinstance(exc, LedgerUnavailable) and not isinstance(exc, LedgerBlind):
             message = f"ledger not active, nothing would be measured: {message}"
         _write(args.replies, json.dumps({"error": message}).encode())
         return 2
@@ -303,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ready = {
         "target": target.name,
         "ledgers": [ledger.name for ledger in oracle.ledgers],
+        "blind": oracle.blind,
         "injector": oracle.injector is not None,
     }
     _write(args.replies, json.dumps(ready).encode())

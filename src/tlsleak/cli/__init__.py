@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from tlsleak._version import __version__
 from tlsleak.cases.files import CorpusError
 from tlsleak.check.findings import FindingError
+from tlsleak.check.worker import WorkerError
 from tlsleak.cli import catalogue, check, corpus, fuzz, replay
 from tlsleak.cli._common import (
     EXIT_BROKEN_PIPE,
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.libfuzzer = passed_on
         run: Callable[[argparse.Namespace], int] = args.run
         return run(args)
-    except (UsageError, CorpusError, FindingError) as exc:
+    except (UsageError, CorpusError, FindingError, WorkerError) as exc:
         print(f"tlsleak: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

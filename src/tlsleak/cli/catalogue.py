@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import argparse
 
-from tlsleak.cli._common import EXIT_CLEAN, Commands
-from tlsleak.targets import TARGETS, resolve_target
+from tlsleak.cli._common import EXIT_CLEAN, Commands, UsageError
+from tlsleak.targets import TARGETS
 
 __all__ = ["add_parsers", "run_defects", "run_mutations", "run_targets"]
 
 
 def add_parsers(commands: Commands) -> None:
     """Add ``targets``, ``mutations`` and ``defects`` to the sub-commands ``commands``."""
-    targets = commands.add_parser("targets", help="list the built-in targets and their ledgers")
+    targets = commands.add_parser(
+        "targets", help="list the built-in targets and the ledgers that see them (probed)"
+    )
     targets.set_defaults(run=run_targets)
     mutations = commands.add_parser(
         "mutations", help="list the structure-aware mutations (PEM, DER, whole case)"
@@ -33,19 +35,39 @@ def add_parsers(commands: Commands) -> None:
 
 
 def run_targets(_args: argparse.Namespace) -> int:
-    rows = []
-    for name in TARGETS:
-        target = resolve_target(name)
-        rows.append((name, ", ".join(target.ledgers), target.description))
+    """The built-in targets with the ledgers that see each, probed in one worker process."""
+    from tlsleak.targets.probe import survey
+
+    try:
+        found = survey(list(TARGETS))
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    rows = [
+        (t.name, ", ".join(t.seen_by()) or "none", t.description or f"cannot be made: {t.error}")
+        for t in found
+    ]
     width = max(len(r[0]) for r in rows)
     lwidth = max(len(r[1]) for r in rows)
     print(f"{'TARGET':<{width}}  {'LEDGERS':<{lwidth}}  DESCRIPTION")
     for name, ledgers, description in rows:
         print(f"{name:<{width}}  {ledgers:<{lwidth}}  {description}")
+    blind: dict[str, list[str]] = {}
+    inactive: dict[str, str] = {}
+    for t in found:
+        for s in t.sights:
+            if s.sees is False:
+                blind.setdefault(s.ledger, []).append(t.name)
+            elif s.sees is None and s.why:
+                inactive[s.ledger] = s.why
+    print("\nLEDGERS are the ledgers that counted one object each target allocated through")
+    print("its own stack, tried in a worker with the heap shim (fds counts the whole process).")
+    for ledger, names in blind.items():
+        print(f"Blind: {ledger} cannot see {', '.join(names)}.")
+    for ledger, why in inactive.items():
+        print(f"Inactive: {ledger}: {why}")
     print("\nYour own init path: package.module:function taking a tlsleak.InitCase,")
     print("or c:PATH[:SYMBOL] for a C library exporting tls_init_once (docs/c-abi.md).")
-    print("Targets on cryptography's binding also get openssl-heap where it runs on the")
-    print("system libcrypto (checked in the worker process, which has the heap shim).")
+    print("check refuses a ledger that cannot see its target, tried the same way.")
     return EXIT_CLEAN
 
 

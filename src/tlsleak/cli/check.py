@@ -23,7 +23,7 @@ from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import bundled_corpus, case_files, load_case
 from tlsleak.check.findings import FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
-from tlsleak.check.worker import IsolatedOracle
+from tlsleak.check.worker import IsolatedOracle, WorkerError
 from tlsleak.cli._common import (
     Commands,
     UsageError,
@@ -113,7 +113,11 @@ def run(args: argparse.Namespace) -> int:
     # and the child is started with the heap shim preloaded (see worker.py).
     oracle = started(
         IsolatedOracle(
-            args.target, ledgers=args.ledgers, replays=args.replays, timeout=args.timeout
+            args.target,
+            ledgers=args.ledgers,
+            replays=args.replays,
+            timeout=args.timeout,
+            log=None if args.out is None else args.out / "worker.log",
         )
     )
     try:
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
             progress(sys.stderr, "")
     elapsed = time.monotonic() - started_at
     print(text.check_report(oracle.target_name, files, statuses, findings, elapsed))
+    for why in oracle.blind.values():
+        print(f"not counted: {why}")
     if args.json is not None:
         report = json_report.check_report(
             oracle.target_name,
@@ -141,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
     if store is not None and findings:
         stored = len({store.path_for(f) for _path, f in findings})
         print(f"\n{stored} distinct findings stored in {store.folder}")
+    if oracle.failure is not None:
+        checked = sum(statuses.values())
+        raise UsageError(f"{oracle.failure} ({checked} of {len(files)} cases checked)")
     return verdict_exit((f.kind for _path, f in findings), args.fail_on)
 
 
@@ -159,8 +168,10 @@ def _check_files(
         verdict = oracle.check(case)
         statuses[str(verdict.outcome.status)] += 1
         found = list(verdict.findings)
-        if args.fail_alloc:
+        if args.fail_alloc and oracle.failure is None:
             for k in failure_points(case, oracle.count_allocations(case), args.fail_budget):
+                if oracle.failure is not None:
+                    break  # the worker died and cannot restart: report what was found
                 found.extend(oracle.check(case, fail_at=k).findings)
         findings.extend((path, f) for f in found)
         if store is not None:
@@ -168,6 +179,8 @@ def _check_files(
                 _store_finding(store, oracle, finding, path, args.minimize_budget)
         if show_progress:
             progress(sys.stderr, f"{i}/{len(files)} cases, {len(findings)} findings")
+        if oracle.failure is not None:
+            break  # the worker died and cannot restart: report what was found
     return statuses, findings
 
 
@@ -225,10 +238,17 @@ def _store_finding(
         return
     reproducer, reproduced = finding.case, None
     # A timeout finding costs the whole timeout per try: not worth shrinking.
-    if budget > 0 and finding.kind is not FindingKind.TIMEOUT:
+    if (
+        budget > 0
+        and finding.kind is not FindingKind.TIMEOUT
+        and oracle.failure is None  # a worker that cannot restart checks nothing more
+    ):
         from tlsleak.check.minimize import minimize, signature_predicate
 
         predicate = signature_predicate(oracle, finding.signature, fail_at=finding.fail_at)
-        reproducer = minimize(finding.case, predicate, budget=budget)
-        reproduced = predicate.finding_for(reproducer)
+        try:
+            reproducer = minimize(finding.case, predicate, budget=budget)
+            reproduced = predicate.finding_for(reproducer)
+        except WorkerError:  # a candidate killed the worker for good: store it as found
+            reproducer, reproduced = finding.case, None
     store.add(finding, reproducer, path, reproducer_finding=reproduced)

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tlsleak.ledgers.base import Counts, Ledger, LedgerUnavailable, Site, growth
+from tlsleak.ledgers.base import (
+    Allocate,
+    Counts,
+    Ledger,
+    LedgerBlind,
+    LedgerUnavailable,
+    Site,
+    counts_allocation,
+    growth,
+)
 from tlsleak.ledgers.fds import FdLedger
 from tlsleak.ledgers.heap import HeapLedger
 from tlsleak.ledgers.objects import OpenSSLObjectLedger
 
 __all__ = [
     "LEDGERS",
+    "Allocate",
     "Counts",
     "FdLedger",
     "HeapLedger",
     "Ledger",
+    "LedgerBlind",
     "LedgerUnavailable",
     "OpenSSLObjectLedger",
     "Site",
+    "counts_allocation",
     "growth",
     "make_ledger",
 ]

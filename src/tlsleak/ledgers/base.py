@@ -9,13 +9,25 @@ the OpenSSL type names (``SSL_CTX``, ``X509``, ...), the descriptor ledger uses
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
-__all__ = ["Counts", "Ledger", "LedgerUnavailable", "Site", "growth"]
+__all__ = [
+    "Allocate",
+    "Counts",
+    "Ledger",
+    "LedgerBlind",
+    "LedgerUnavailable",
+    "Site",
+    "counts_allocation",
+    "growth",
+]
 
 Counts = Mapping[str, int]
+
+#: Makes one object and returns the function that frees it (see :func:`counts_allocation`).
+Allocate: TypeAlias = Callable[[], Callable[[], None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +54,28 @@ class LedgerUnavailable(RuntimeError):
     """A ledger cannot count in this process (say why, never report zero instead)."""
 
 
+class LedgerBlind(LedgerUnavailable):
+    """A ledger counts in this process, but not what the target allocates (one line: why)."""
+
+
 @runtime_checkable
 class Ledger(Protocol):
     """A counter of live resources."""
 
     #: Name used on the command line, in reports and in ``Target.ledgers``.
     name: str
+
+    # Optional, read with getattr:
+    #
+    # ``stack_bound`` (bool, default False): the ledger counts only what one
+    # OpenSSL stack allocates (one libcrypto, one binding), so a target on
+    # another stack is invisible to it.  Such a ledger is probed when an
+    # oracle starts: it must count one object that the target allocates
+    # through its own stack (tlsleak.targets.probe), or it is refused.
+    # Ledgers of the whole process (descriptors, malloc's totals) are not.
+    #
+    # ``scope`` (str): what the ledger counts, for the line that says why it
+    # cannot see a target ("the heap of the system libcrypto (PATH)").
 
     def start(self) -> None:
         """Begin counting; raise :class:`LedgerUnavailable` if this process can't be counted."""
@@ -60,6 +88,22 @@ class Ledger(Protocol):
     def snapshot(self) -> Counts:
         """Current live counts.  Cheap: it is taken twice per attempt."""
         ...
+
+
+def counts_allocation(ledger: Ledger, allocate: Allocate) -> bool:
+    """Whether ``ledger`` (started) counts the object ``allocate`` makes: tried, not assumed.
+
+    A snapshot is taken while the object is alive and compared with one from
+    before; any counter that grew means the ledger sees that allocator.  The
+    object is freed before returning, whatever happens.
+    """
+    before = ledger.snapshot()
+    free = allocate()
+    try:
+        during = ledger.snapshot()
+    finally:
+        free()
+    return bool(growth(before, during))
 
 
 def growth(before: Counts, after: Counts) -> dict[str, int]:

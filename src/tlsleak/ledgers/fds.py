@@ -27,6 +27,8 @@ class FdLedger:
     """
 
     name = "fds"
+    # Not stack_bound (see Ledger): a descriptor is the kernel's, whichever
+    # library opened it, so no target can hide one and none is probed.
 
     def __init__(self) -> None:
         self._dir_fd: int | None = None

@@ -28,9 +28,17 @@ class HeapLedger:
     """Live OpenSSL heap blocks and bytes (counters ``heap.blocks``, ``heap.bytes``)."""
 
     name = "openssl-heap"
+    #: It counts the system libcrypto only: probed on each target (see Ledger).
+    stack_bound = True
 
     def __init__(self) -> None:
         self._heap: shim.Heap | None = None
+
+    @property
+    def scope(self) -> str:
+        """What is counted: the heap of the libcrypto the shim hooked (named once started)."""
+        where = self._heap.libcrypto() if self._heap is not None else None
+        return "the heap of the system libcrypto" + (f" ({where})" if where else "")
 
     def start(self) -> None:
         self._heap = shim.heap()  # raises LedgerUnavailable when the shim is inactive

@@ -416,6 +416,9 @@ class OpenSSLObjectLedger:
     """
 
     name = "openssl-objects"
+    #: It counts calls through one binding only: probed on each target (see Ledger).
+    stack_bound = True
+    scope = "the OpenSSL objects made through cryptography's binding (pyOpenSSL's)"
 
     def __init__(self, lib: Any = None) -> None:
         self._lib = lib

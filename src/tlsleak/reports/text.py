@@ -55,7 +55,7 @@ def _table(groups: Iterable[Sequence[tuple[Path, Finding]]]) -> list[str]:
         elif first.errors_left:
             what = "; ".join(sorted({str(e) for e in first.errors_left}))
         else:
-            what = first.outcome.message
+            what = first.what  # the outcome's message, or what a prompt means
         rows.append((str(first.kind), _steps(group), str(len(group)), what[:60], path.name))
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return [

@@ -1,4 +1,4 @@
-"""Which ledgers see code that calls cryptography's OpenSSL binding (pyOpenSSL, the controls)."""
+"""Cryptography's OpenSSL binding (pyOpenSSL's stack, and the controls'): its probe and ledgers."""
 
 from __future__ import annotations
 
@@ -7,13 +7,36 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+from cryptography.hazmat.bindings.openssl.binding import Binding
+
+from tlsleak.targets.base import Probe
+
+__all__ = ["binding_ledgers", "binding_probe", "binding_version"]
+
+# A module global, as in pyOpenSSL and the controls: while the object ledger
+# counts, it rebinds this name to its counting proxy, so the probe's BIO goes
+# through the same door as the targets' objects.
+_lib: Any = Binding.lib
+_ffi: Any = Binding.ffi
+
 
 def _allocate_a_bio() -> Callable[[], None]:
-    from cryptography.hazmat.bindings.openssl.binding import Binding
-
-    lib: Any = Binding.lib
+    lib = _lib
     bio = lib.BIO_new(lib.BIO_s_mem())
+    if not bio:
+        raise MemoryError("BIO_new returned NULL")
     return lambda: lib.BIO_free(bio)
+
+
+@cache
+def binding_version() -> str:
+    """The version text of the OpenSSL the binding runs on (the wheel's own, or the system's)."""
+    return str(_ffi.string(Binding.lib.OpenSSL_version(0)).decode("ascii", "replace"))
+
+
+def binding_probe(via: str = "cryptography's OpenSSL binding") -> Probe:
+    """A BIO made and freed through the binding (``via`` names the stack in messages)."""
+    return Probe(f"{via}, {binding_version()}", _allocate_a_bio)
 
 
 @cache

@@ -2,7 +2,9 @@
 
 A target performs the init path *and its normal teardown* in one call: after
 ``run`` returns, everything the path is supposed to release has been
-released.  A target knows nothing of ledgers, oracles or campaigns.
+released.  A target knows nothing of oracles or campaigns, and of ledgers
+only that one may ask it (:class:`Probe`) to allocate one object, to show
+whether that ledger sees the target at all.
 """
 
 from __future__ import annotations
@@ -13,9 +15,19 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from tlsleak.cases.case import InitCase, Step
+from tlsleak.ledgers.base import Allocate
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError
 
-__all__ = ["Outcome", "Rejected", "Status", "Step", "Target", "UnknownTarget"]
+__all__ = [
+    "Outcome",
+    "Probe",
+    "Probed",
+    "Rejected",
+    "Status",
+    "Step",
+    "Target",
+    "UnknownTarget",
+]
 
 
 class Status(enum.StrEnum):
@@ -82,6 +94,34 @@ class Target(Protocol):
 
     def error_queue(self) -> ErrorQueue | None:
         """The OpenSSL error queue this path uses, if it uses OpenSSL."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One allocation through a target's own stack: how a ledger is shown to see the target.
+
+    ``allocate`` makes one OpenSSL object the way the target's init path makes
+    its objects (same library, same binding, same module globals) and
+    returns the function that frees it; None when the target's stack reaches
+    no OpenSSL at all, which no OpenSSL ledger can then see.  ``stack``
+    names that stack for the line that says why a ledger is blind.
+    """
+
+    stack: str
+    allocate: Allocate | None
+
+
+@runtime_checkable
+class Probed(Protocol):
+    """A target that can show, by allocating, which ledgers see it (optional for targets).
+
+    Targets without :meth:`probe` (user callables, whose stack only their
+    author knows) are counted with the ledgers asked for, unprobed.
+    """
+
+    def probe(self) -> Probe:
+        """The :class:`Probe` of this target's stack."""
         ...
 
 

@@ -19,7 +19,9 @@ The library is loaded when the target is made, so a path that is not a
 loadable library, or a missing or wrong symbol, is reported as one line before
 any case runs.  Resources are counted by the native heap ledger (the
 library's OpenSSL allocations) and the fd ledger; the Python object ledger
-can't see into C.
+can't see into C.  That the heap ledger sees the library is tried when an
+oracle starts (:meth:`CLibraryTarget.probe`): a library on an OpenSSL of its
+own (linked statically, or another build) is invisible to it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import ctypes
 import os
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -38,7 +41,7 @@ from tlsleak.openssl.errors import (
     SystemErrorQueue,
     system_error_queue,
 )
-from tlsleak.targets.base import Outcome, Status, Step, UnknownTarget
+from tlsleak.targets.base import Outcome, Probe, Status, Step, UnknownTarget
 
 __all__ = ["C_PREFIX", "DEFAULT_SYMBOL", "ERROR_TEXT_SYMBOL", "CLibraryTarget", "c_library_target"]
 
@@ -255,6 +258,30 @@ class CLibraryTarget:
 
     def error_queue(self) -> ErrorQueue | None:
         return self._queue
+
+    def probe(self) -> Probe:
+        """A BIO made and freed through the libcrypto this library calls.
+
+        Looked up through the library's own handle, as ``_find_queue`` finds
+        its error queue: the system's libcrypto for a library built with
+        ``-lcrypto``, its own copy for one that carries OpenSSL inside.
+        """
+        try:
+            new, mem, free = self._lib.BIO_new, self._lib.BIO_s_mem, self._lib.BIO_free
+        except AttributeError:
+            return Probe(f"{self.path} links no OpenSSL libcrypto (no BIO_new)", None)
+        mem.argtypes, mem.restype = [], ctypes.c_void_p
+        new.argtypes, new.restype = [ctypes.c_void_p], ctypes.c_void_p
+        free.argtypes, free.restype = [ctypes.c_void_p], ctypes.c_int
+        origin, _kind = _symbol_origin(new)
+
+        def allocate() -> Callable[[], None]:
+            bio = new(mem())
+            if not bio:
+                raise MemoryError("BIO_new returned NULL")
+            return lambda: free(bio)
+
+        return Probe(f"the libcrypto it calls, {origin or 'found through its handle'}", allocate)
 
     def _error_text(self) -> str:
         if self._last_error is None:

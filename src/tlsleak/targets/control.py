@@ -27,8 +27,8 @@ from cryptography.hazmat.bindings.openssl.binding import Binding
 from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.openssl.errors import ErrorQueue, binding_error_queue
-from tlsleak.targets._binding import binding_ledgers
-from tlsleak.targets.base import Outcome, Rejected, Status, Step
+from tlsleak.targets._binding import binding_ledgers, binding_probe
+from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
 
 __all__ = ["ControlTarget"]
 
@@ -174,6 +174,10 @@ class ControlTarget:
 
     def error_queue(self) -> ErrorQueue:
         return binding_error_queue()
+
+    def probe(self) -> Probe:
+        """A BIO through cryptography's binding, the ``_lib`` this path calls."""
+        return binding_probe()
 
     def run(self, case: InitCase) -> Outcome:
         tls = _Tls()

@@ -15,6 +15,7 @@ report shows.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, Final
 
 from cryptography.hazmat.bindings.openssl.binding import Binding
@@ -23,8 +24,8 @@ from OpenSSL import SSL, crypto
 from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.openssl.errors import ErrorQueue, binding_error_queue, pyopenssl_error_entries
-from tlsleak.targets._binding import binding_ledgers
-from tlsleak.targets.base import Outcome, Rejected, Status, Step
+from tlsleak.targets._binding import binding_ledgers, binding_version
+from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
 
 __all__ = ["PyOpenSSLTarget"]
 
@@ -78,6 +79,15 @@ class PyOpenSSLTarget:
 
     def error_queue(self) -> ErrorQueue:
         return binding_error_queue()
+
+    def probe(self) -> Probe:
+        """A context made by pyOpenSSL itself, as the init path makes its first object."""
+
+        def allocate() -> Callable[[], None]:
+            held = [SSL.Context(SSL.TLS_METHOD)]
+            return held.clear  # the last reference goes: pyOpenSSL frees the SSL_CTX
+
+        return Probe(f"pyOpenSSL on cryptography's OpenSSL binding, {binding_version()}", allocate)
 
     def run(self, case: InitCase) -> Outcome:
         progress = _Progress()

@@ -47,12 +47,13 @@ import ssl
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Final
 
 from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError, system_error_queue
-from tlsleak.targets.base import Outcome, Rejected, Status, Step
+from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
 
 __all__ = ["TEMP_PREFIX", "StdlibSSLTarget", "sweep_scratch"]
 
@@ -301,6 +302,15 @@ class StdlibSSLTarget:
 
     def error_queue(self) -> ErrorQueue:
         return system_error_queue()
+
+    def probe(self) -> Probe:
+        """A context made by Python's ssl module, as the init path makes its first object."""
+
+        def allocate() -> Callable[[], None]:
+            held = [ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)]
+            return held.clear
+
+        return Probe(f"Python's ssl module, {ssl.OPENSSL_VERSION}", allocate)
 
     def run(self, case: InitCase) -> Outcome:
         progress = _Progress()
