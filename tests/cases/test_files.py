@@ -17,6 +17,7 @@ from tlsleak.cases.files import (
     content_name,
     load_case,
     write_case,
+    write_input,
 )
 
 
@@ -102,3 +103,16 @@ def test_bundled_corpus_covers_every_defect_label() -> None:
         valid += not case.labels
     assert set(DEFECTS) - seen == set(), "grow cases for these with tlsleak corpus grow --defect"
     assert valid > 0
+
+
+def test_a_folder_that_cannot_be_searched_is_an_error_not_a_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As root, modes don't stop us: make the look-up itself fail the way a
+    # folder without search permission makes it fail for anyone else.
+    def denied(self: Path) -> os.stat_result:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "lstat", denied)
+    with pytest.raises(CorpusError, match="cannot write: Permission denied"):
+        write_input(tmp_path, b"case")

@@ -129,8 +129,15 @@ def write_input(folder: Path, data: bytes) -> tuple[Path, bool]:
     and never over an existing file.  ``(path, False)`` if it was already there.
     """
     target = folder / content_name(data)
-    if target.exists():
+    try:
+        # lstat, not exists(): a folder we may not search is an error to
+        # report, not a reason to think the file is missing.
+        target.lstat()
         return target, False
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CorpusError(f"{folder}: cannot write: {exc.strerror}") from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
