@@ -20,55 +20,59 @@ from pathlib import Path
 
 import pytest
 
-from tlsleak.cases.files import bundled_corpus, case_files, load_case
-from tlsleak.check.oracle import FindingKind, Oracle, settle_collector
 from tlsleak.ledgers.shim import preload_env
+
+# Run in a fresh interpreter, as the check worker runs a target: what other
+# tests left behind in pytest's process would count too.
+MALLINFO_PROBE = """
+import ctypes, sys
+from tlsleak.cases.files import bundled_corpus, case_files, load_case
+from tlsleak.check.oracle import Oracle, settle_collector
 from tlsleak.targets import resolve_target
 
+FIELDS = ("arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost").split()
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd",
-            "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
-        )
-    ]  # fmt: skip
-
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS]
 
 class MallinfoLedger:
-    """Bytes in use in malloc's arenas, process-wide (glibc's ``mallinfo2``)."""
-
+    # Bytes in use in malloc's arenas, process-wide (glibc's mallinfo2).
     name = "mallinfo2"
+    def __init__(self):
+        self.mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+        self.mallinfo2.restype = MallInfo2
+    def start(self): pass
+    def stop(self): pass
+    def snapshot(self):
+        return {"malloc.bytes": int(self.mallinfo2().uordblks)}
 
-    def __init__(self) -> None:
-        try:
-            self._mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-        except (OSError, AttributeError):
-            pytest.skip("glibc >= 2.33 (mallinfo2) is needed")
-        self._mallinfo2.restype = _MallInfo2
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def snapshot(self) -> dict[str, int]:
-        return {"malloc.bytes": int(self._mallinfo2().uordblks)}
+# Python allocates from malloc too (objects over 512 bytes), and a fresh
+# process fills caches over its first attempts: warm the process on a part
+# of the corpus, then give each grown case four unjudged replays.
+cases = [load_case(p) for p in case_files([bundled_corpus()])]
+with Oracle(resolve_target(sys.argv[1]), ledgers=[MallinfoLedger()], warmups=4) as oracle:
+    oracle.warm_up(cases[:20])
+    settle_collector()
+    found = [oracle.check(case).findings for case in cases]
+print(" ".join(str(f.kind) for fs in found for f in fs if f.kind in ("leak", "cycle")) or "-")
+"""
 
 
 def _leaks(target_name: str) -> list[str]:
-    # Python allocates from malloc too (objects over 512 bytes), and a fresh
-    # process fills caches over its first attempts: the check warms the process
-    # on a part of the corpus first, then gives each case four unjudged
-    # replays before the three judged ones.
-    files = case_files([bundled_corpus()])
-    cases = [load_case(p) for p in files]
-    with Oracle(resolve_target(target_name), ledgers=[MallinfoLedger()], warmups=4) as oracle:
-        oracle.warm_up(cases[:20])
-        settle_collector()
-        found = [oracle.check(case).findings for case in cases]
-    leaky = (FindingKind.LEAK, FindingKind.CYCLE)
-    return [str(f.kind) for fs in found for f in fs if f.kind in leaky]
+    try:
+        ctypes.CDLL("libc.so.6").mallinfo2  # noqa: B018
+    except (OSError, AttributeError):
+        pytest.skip("glibc >= 2.33 (mallinfo2) is needed")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", MALLINFO_PROBE, target_name],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [kind for kind in proc.stdout.split() if kind != "-"]
 
 
 def test_pyopenssl_is_clean_under_a_process_wide_counter() -> None:
