@@ -291,6 +291,10 @@ def test_worker_scratch_is_private_and_removed_after_sigint(tmp_path: Path) -> N
     assert sum(not is_dir for is_dir, _mode in modes.values()) > 0
     wrong = {p: oct(m) for p, (d, m) in modes.items() if m != (0o700 if d else 0o600)}
     assert not wrong
+    # libFuzzer prints small crashing inputs into the worker logs.
+    logs = list((out / "workers").glob("*.log"))
+    assert logs
+    assert {oct(log.stat().st_mode & 0o777) for log in logs} == {oct(0o600)}
     assert int((out / ".lock").read_text()) == proc.pid  # whose folder it is
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)

@@ -65,7 +65,10 @@ class Worker:
         read, write = os.pipe()
         os.set_blocking(read, False)
         try:
-            with self.log.open("ab") as log:
+            # Private: libFuzzer prints small crashing inputs (key material
+            # among them) into the log.
+            fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "ab") as log:
                 self.log_start = log.tell()
                 self.proc = subprocess.Popen(
                     argv_for(write),
