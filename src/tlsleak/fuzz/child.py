@@ -68,6 +68,7 @@ class Worker:
             # Private: libFuzzer prints small crashing inputs (key material
             # among them) into the log.
             fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            os.fchmod(fd, 0o600)  # a log an older version left 0644
             with os.fdopen(fd, "ab") as log:
                 self.log_start = log.tell()
                 self.proc = subprocess.Popen(
