@@ -7,13 +7,21 @@ import os
 import shutil
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
-from tlsleak.check.findings import FindingError, FindingStore, load_finding
+from tlsleak.check.findings import (
+    FailPoint,
+    FindingError,
+    FindingStore,
+    library_record,
+    load_finding,
+    load_stored,
+)
 from tlsleak.check.minimize import minimize, signature_predicate
 from tlsleak.check.oracle import Finding, Oracle
 from tlsleak.cli import main
@@ -220,6 +228,53 @@ def test_load_finding_refuses_what_is_not_a_finding(tmp_path: Path) -> None:
     (tmp_path / "finding.json").write_text('{"kind": "leak"}')
     with pytest.raises(FindingError, match="not a finding"):
         load_finding(tmp_path)
+
+
+def test_a_c_target_is_stored_with_its_library_and_a_fail_point_with_its_warm_up(
+    tmp_path: Path, leaky: Oracle, bad_cert_case: InitCase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lib.so").write_bytes(b"a build")
+    finding = replace(_leak(leaky, bad_cert_case), target="c:lib.so:init2", fail_at=7)
+    store = FindingStore(tmp_path / "findings")
+    folder, _new = store.add(finding, bad_cert_case, fail_point=FailPoint(5, 40))
+    stored = load_stored(folder)
+    assert stored.library is not None
+    assert stored.library.path == str(tmp_path / "lib.so")  # absolute, from the relative spec
+    assert stored.library.symbol == "init2"
+    assert stored.library.spec == f"c:{tmp_path / 'lib.so'}:init2"
+    assert stored.library == library_record("c:lib.so:init2")  # same file, same sha256
+    assert stored.fail_point == FailPoint(5, 40)
+    assert stored.finding.fail_at == 5  # the recorded finding is the point's
+    assert stored.fail_point.from_end == 35
+    assert "warm-up run that made 40" in (folder / "summary.txt").read_text()
+    (tmp_path / "lib.so").write_bytes(b"a rebuild")
+    assert library_record("c:lib.so:init2") != stored.library
+    # Negative control: other targets have no library, other findings no point.
+    assert library_record("control-leaky") is None
+    plain, _new = store.add(_leak(leaky, bad_cert_case), bad_cert_case)
+    assert load_stored(plain).library is None
+    assert load_stored(plain).fail_point is None
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"fail_point": {"fail_at": 0, "warmup_allocations": 3}},
+        {"fail_point": {"fail_at": "7"}},
+        {"library": {"path": "relative/lib.so", "symbol": "f", "sha256": "00"}},
+        {"library": "c:lib.so"},
+    ],
+)
+def test_a_bad_fail_point_or_library_is_not_a_finding(
+    tmp_path: Path, leaky: Oracle, bad_cert_case: InitCase, change: dict[str, object]
+) -> None:
+    folder, _new = FindingStore(tmp_path).add(_leak(leaky, bad_cert_case), bad_cert_case)
+    data = json.loads((folder / "finding.json").read_text())
+    (folder / "finding.json").write_text(json.dumps({**data, **change}))
+    with pytest.raises(FindingError, match="not a finding") as raised:
+        load_stored(folder)
+    assert "\n" not in str(raised.value)
 
 
 # --- the command line -------------------------------------------------------------------

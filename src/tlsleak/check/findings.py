@@ -9,7 +9,10 @@ Layout of ``FindingStore(folder)``::
         original                 the case as it was found, encoded  (0600)
         finding.json             Finding.to_json() of the reproducer's finding,
                                  plus count, first_seen, last_seen and, when
-                                 known, original_file                (0600)
+                                 known, original_file; for a C library its
+                                 absolute path and sha256 (``library``); for
+                                 an allocation failure the warm-up count
+                                 (``fail_point``)                    (0600)
         summary.txt              a short summary for humans, with the
                                  command that replays it             (0600)
 
@@ -28,6 +31,12 @@ run still writing).
 
 Two processes adding to the same store may lose a count bump to each other
 (read, bump, replace is not locked); they can't corrupt a file or a folder.
+
+What replay needs beyond the finding is recorded with it, so that a folder
+replays the same from any directory (:class:`StoredFinding`): a ``c:`` target's
+library by absolute path and sha256 (:class:`LibraryRecord`), and where an
+allocation was made to fail, counted after a warm-up run whose own count is
+kept so that a numbering that drifted is noticed (:class:`FailPoint`).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -50,7 +59,18 @@ from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import CorpusError, load_case
 from tlsleak.check.oracle import Finding, FindingKind, format_delta, root_counters
 
-__all__ = ["FindingError", "FindingStore", "folder_name", "load_finding"]
+__all__ = [
+    "FailPoint",
+    "FindingError",
+    "FindingStore",
+    "LibraryRecord",
+    "StoredFinding",
+    "file_sha256",
+    "folder_name",
+    "library_record",
+    "load_finding",
+    "load_stored",
+]
 
 REPRODUCER: Final = "reproducer"
 ORIGINAL: Final = "original"
@@ -70,6 +90,99 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
 
 class FindingError(Exception):
     """A findings folder that can't be read or written; the message is one line."""
+
+
+@dataclass(frozen=True)
+class FailPoint:
+    """Where an allocation-failure finding made an allocation fail, as replay must redo it.
+
+    ``fail_at`` counts the allocations of the failing run from its start, in
+    a process where the case has just run once clean (the warm-up: one-time
+    initialisation of OpenSSL and of the library happens in a process's first
+    runs, and would shift the numbering); ``warmup_allocations`` is what that
+    warm-up run counted.  A replay whose warm-up counts differently is not
+    failing the same allocation, and says so instead of calling the bug gone.
+    """
+
+    fail_at: int
+    warmup_allocations: int
+
+    @property
+    def from_end(self) -> int:
+        """Allocations the warm-up made after this one (0: the last): a tail anchor."""
+        return self.warmup_allocations - self.fail_at
+
+    def to_json(self) -> dict[str, int]:
+        return {"fail_at": self.fail_at, "warmup_allocations": self.warmup_allocations}
+
+
+@dataclass(frozen=True)
+class LibraryRecord:
+    """The shared library of a ``c:`` target, as it was when the finding was stored."""
+
+    #: Absolute path, so that the folder replays from any directory.
+    path: str
+    symbol: str
+    #: Hex sha256 of the file: a different one means the library was rebuilt.
+    sha256: str
+
+    @property
+    def spec(self) -> str:
+        """The target spec that loads this library from anywhere."""
+        from tlsleak.targets.clib import C_PREFIX, DEFAULT_SYMBOL
+
+        tail = "" if self.symbol == DEFAULT_SYMBOL else f":{self.symbol}"
+        return f"{C_PREFIX}{self.path}{tail}"
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "symbol": self.symbol, "sha256": self.sha256}
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the file at ``path`` (``OSError`` if it can't be read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_record(target: str) -> LibraryRecord | None:
+    """The library a ``c:PATH`` or ``c:PATH:SYMBOL`` target loads, read now; else None.
+
+    PATH is resolved against the current directory, the one the target was
+    loaded from.  The split follows :func:`tlsleak.targets.clib.c_library_target`:
+    a PATH that exists is taken whole, otherwise a last ``:NAME`` is the symbol.
+    """
+    from tlsleak.targets.clib import C_PREFIX, DEFAULT_SYMBOL
+
+    if not target.startswith(C_PREFIX):
+        return None
+    path, symbol = target.removeprefix(C_PREFIX), DEFAULT_SYMBOL
+    if not os.path.exists(os.path.expanduser(path)):
+        head, sep, tail = path.rpartition(":")
+        if sep and head:
+            path, symbol = head, tail
+    try:
+        file = Path(path).expanduser().resolve()
+        return LibraryRecord(str(file), symbol, file_sha256(file))
+    except (OSError, ValueError):
+        return None  # not a file any more: nothing to record
+
+
+@dataclass(frozen=True)
+class StoredFinding:
+    """A finding folder, read back: what :func:`load_stored` returns."""
+
+    folder: Path
+    #: The finding the reproducer gave when it was stored.
+    finding: Finding
+    reproducer: InitCase
+    #: For a ``c:`` target, its library (none in folders stored by earlier versions).
+    library: LibraryRecord | None = None
+    #: For an allocation-failure finding, the point and its warm-up count
+    #: (None for other findings, and for folders stored without a warm-up).
+    fail_point: FailPoint | None = None
 
 
 def folder_name(finding: Finding) -> str:
@@ -98,7 +211,9 @@ def _json_bytes(payload: dict[str, Any]) -> bytes:
     return (json.dumps(payload, indent=2) + "\n").encode("utf-8")
 
 
-def _summary(folder: Path, finding: Finding, original: InitCase) -> str:
+def _summary(
+    folder: Path, finding: Finding, original: InitCase, fail_point: FailPoint | None
+) -> str:
     lines = [
         f"{finding.kind} in {finding.target} at step {finding.step or '-'}",
         f"outcome:    {finding.outcome.describe()}",
@@ -109,7 +224,12 @@ def _summary(folder: Path, finding: Finding, original: InitCase) -> str:
         lines.append("error queue: " + "; ".join(str(e) for e in finding.errors_left))
     for site in finding.sites[:3]:
         lines.append(f"site:       {site}")
-    if finding.fail_at is not None:
+    if fail_point is not None:
+        lines.append(
+            f"allocation: number {fail_point.fail_at} made to fail, counted after a warm-up "
+            f"run that made {fail_point.warmup_allocations}"
+        )
+    elif finding.fail_at is not None:
         lines.append(f"allocation: number {finding.fail_at} made to fail")
     lines += [
         f"signature:  {finding.signature}",
@@ -149,13 +269,16 @@ class FindingStore:
         original_file: Path | None = None,
         *,
         reproducer_finding: Finding | None = None,
+        fail_point: FailPoint | None = None,
     ) -> tuple[Path, bool]:
         """Record ``finding`` (as found); ``(folder, True)`` when its signature is new.
 
         ``reproducer_case`` is what to store as the reproducer (the minimised
         case, or ``finding.case``).  ``reproducer_finding`` is the finding the
         reproducer itself gave, when known; otherwise ``finding`` with its case
-        replaced is recorded.  A known signature only gets its count bumped.
+        replaced is recorded.  ``fail_point`` is where the reproducer's
+        allocation failure is (its ``fail_at`` is recorded as the finding's).
+        A known signature only gets its count bumped.
         """
         target = self.path_for(finding)
         try:
@@ -163,12 +286,11 @@ class FindingStore:
                 self._bump(target, variant=finding.variant)
                 return target, False
             self.folder.mkdir(parents=True, exist_ok=True)
+            recorded = reproducer_finding or replace(finding, case=reproducer_case)
+            if fail_point is not None:
+                recorded = replace(recorded, fail_at=fail_point.fail_at)
             created = self._create(
-                target,
-                finding,
-                reproducer_case,
-                original_file,
-                reproducer_finding or replace(finding, case=reproducer_case),
+                target, finding, reproducer_case, original_file, recorded, fail_point
             )
             if not created:
                 self._bump(target, variant=finding.variant)
@@ -183,18 +305,24 @@ class FindingStore:
         reproducer_case: InitCase,
         original_file: Path | None,
         recorded: Finding,
+        fail_point: FailPoint | None,
     ) -> bool:
         stamp = _now()
         payload = recorded.to_json()
         payload.update(count=1, first_seen=stamp, last_seen=stamp, variants={finding.variant: 1})
         if original_file is not None:
             payload["original_file"] = str(original_file)
+        library = library_record(recorded.target)
+        if library is not None:
+            payload["library"] = library.to_json()
+        if fail_point is not None:
+            payload["fail_point"] = fail_point.to_json()
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=self.folder))
         try:
             write_atomically(tmp / REPRODUCER, reproducer_case.encode())
             write_atomically(tmp / ORIGINAL, finding.case.encode())
             write_atomically(tmp / FINDING_JSON, _json_bytes(payload))
-            summary = _summary(target.absolute(), recorded, finding.case)
+            summary = _summary(target.absolute(), recorded, finding.case, fail_point)
             write_atomically(tmp / SUMMARY, summary.encode())
             fsync_dir(tmp)
             if target.exists():
@@ -258,6 +386,12 @@ def _read_json(folder: Path) -> dict[str, Any]:
 
 def load_finding(folder: Path) -> tuple[Finding, InitCase]:
     """The recorded finding and the reproducer case of a finding folder."""
+    stored = load_stored(folder)
+    return stored.finding, stored.reproducer
+
+
+def load_stored(folder: Path) -> StoredFinding:
+    """Everything replay needs from a finding folder (``FindingError``, one line, if bad)."""
     if not folder.is_dir():
         raise FindingError(f"{folder}: not a finding folder (no such folder)")
     data = _read_json(folder)
@@ -271,4 +405,27 @@ def load_finding(folder: Path) -> tuple[Finding, InitCase]:
         case = load_case(folder / REPRODUCER)
     except CorpusError as exc:
         raise FindingError(str(exc)) from None
-    return finding, case
+    try:
+        library = _library_from(data.get("library"))
+        fail_point = _fail_point_from(data.get("fail_point"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FindingError(f"{folder / FINDING_JSON}: not a finding ({exc!r})") from None
+    return StoredFinding(folder, finding, case, library, fail_point)
+
+
+def _library_from(data: Any) -> LibraryRecord | None:
+    if data is None:
+        return None
+    path, symbol, sha = data["path"], data["symbol"], data["sha256"]
+    if not all(isinstance(x, str) for x in (path, symbol, sha)) or not os.path.isabs(path):
+        raise ValueError("library: an absolute path, a symbol and a sha256 expected")
+    return LibraryRecord(path, symbol, sha)
+
+
+def _fail_point_from(data: Any) -> FailPoint | None:
+    if data is None:
+        return None
+    fail_at, count = data["fail_at"], data["warmup_allocations"]
+    if not (isinstance(fail_at, int) and isinstance(count, int) and fail_at > 0):
+        raise ValueError("fail_point: a positive fail_at and a warm-up count expected")
+    return FailPoint(fail_at, count)
