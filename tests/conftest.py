@@ -83,6 +83,8 @@ C_CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "leaky": ("control_leaky.c", ()),
     "fixed": ("control_fixed.c", ()),
     "sslnew": ("control_sslnew.c", ()),
+    # Crashes on the NULL of a failed BIO_new at the end of a refused input's run.
+    "bionull": ("control_bionull.c", ()),
     # Never run in-process: it crashes or hangs on cue.
     "crash": ("control_crash.c", ()),
     # The fixed control that leaves OpenSSL's errors queued when it fails.

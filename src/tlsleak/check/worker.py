@@ -422,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = resolve_target(args.target)
         oracle = Oracle(target, ledgers=args.ledgers, replays=args.replays).start()
     except (UnknownTarget, LedgerUnavailable, ValueError, KeyError) as exc:
-        message = str(exc).strip("'\"")
+        # str() of a KeyError quotes its message; other messages keep their own quotes.
+        message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         if isinstance(exc, LedgerUnavailable) and not isinstance(exc, LedgerBlind):
             message = f"ledger not active, nothing would be measured: {message}"
         _write(args.replies, json.dumps({"error": message}).encode())

@@ -2,26 +2,29 @@
 
 With ``--fail-alloc`` each case also runs once per allocation it makes (or a
 sample of them), with that allocation failing: the error branches behind a
-failed ``malloc`` are the ones no malformed input reaches.
+failed ``malloc`` are the ones no malformed input reaches.  Each failing run
+comes after a warm-up run of the case, and a stored allocation-failure finding
+is confirmed in a fresh process exactly as ``replay`` will run it (see
+:mod:`tlsleak.cli._failalloc`).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import random
+import stat
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Final
 
 from tlsleak._fs import write_atomically
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import bundled_corpus, case_files, load_case
-from tlsleak.check.findings import FindingStore
+from tlsleak.check.findings import FailPoint, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle, WorkerError
 from tlsleak.cli._common import (
@@ -34,12 +37,19 @@ from tlsleak.cli._common import (
     positive_int,
     progress,
     started,
+    stderr_message,
     verdict_exit,
 )
+from tlsleak.cli._failalloc import FailingRuns, WarmedOracle, failure_points, reproduce, sweep
 from tlsleak.ledgers import LEDGERS
 from tlsleak.reports import json_report, text
+from tlsleak.targets import TARGETS
 
 __all__ = ["add_parser", "failure_points", "run"]
+
+#: Cases whose warm-up must all count zero allocations before --fail-alloc is
+#: refused as failing nothing (one case may be refused before it allocates).
+ZERO_PROBES: Final = 8
 
 
 def add_parser(commands: Commands) -> None:
@@ -82,7 +92,8 @@ def add_parser(commands: Commands) -> None:
         type=positive_int,
         default=64,
         metavar="N",
-        help="with --fail-alloc: at most N failing runs per case, sampled (default 64)",
+        help="with --fail-alloc: at most N failing runs per case: the last N/4 allocations "
+        "and a spread over the rest (default 64)",
     )
     add_timeout(check, "a case still running after this long")
     add_fail_on(check)
@@ -103,9 +114,10 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _refuse_path_as_target(args.target)
     files = case_files(args.paths or [bundled_corpus()])
-    if args.json is not None and not _folder_of(args.json).is_dir():
-        raise UsageError(f"{args.json}: folder {args.json.parent} does not exist")
+    if args.json is not None:
+        _check_report_path(args.json)
     store = _finding_store(args.out) if args.out is not None else None
     show_progress = not args.quiet and sys.stderr.isatty()
     started_at = time.monotonic()
@@ -125,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--fail-alloc: no ledger of target {oracle.target_name} can make allocations fail"
             )
+        if args.fail_alloc:
+            _require_countable(oracle, files)
         statuses, findings = _check_files(args, oracle, files, store, show_progress)
     finally:
         oracle.close()
@@ -163,20 +177,25 @@ def _check_files(
     """Outcome counts and findings of every case in ``files`` (stored as found, with ``--out``)."""
     statuses: Counter[str] = Counter()
     findings: list[tuple[Path, Finding]] = []
+    runs = FailingRuns(oracle) if args.fail_alloc else None
     for i, path in enumerate(files, 1):
         case = load_case(path)
         verdict = oracle.check(case)
         statuses[str(verdict.outcome.status)] += 1
-        found = list(verdict.findings)
-        if args.fail_alloc and oracle.failure is None:
-            for k in failure_points(case, oracle.count_allocations(case), args.fail_budget):
-                if oracle.failure is not None:
-                    break  # the worker died and cannot restart: report what was found
-                found.extend(oracle.check(case, fail_at=k).findings)
-        findings.extend((path, f) for f in found)
+        found: list[tuple[Finding, FailPoint | None]] = [(f, None) for f in verdict.findings]
+        if runs is not None and oracle.failure is None:
+            _count, failing = sweep(runs, case, args.fail_budget)
+            seen = {f.signature for f in verdict.findings}
+            for at, failed in failing:
+                # One bug is one finding per case, however many of its
+                # allocations lead to it (BIO_new has four): the first is kept.
+                new = [f for f in failed.findings if f.signature not in seen]
+                seen.update(f.signature for f in new)
+                found.extend((f, at) for f in new)
+        findings.extend((path, f) for f, _point in found)
         if store is not None:
-            for finding in found:
-                _store_finding(store, oracle, finding, path, args.minimize_budget)
+            for finding, point in found:
+                _store_finding(store, oracle, args, finding, point, path)
         if show_progress:
             progress(sys.stderr, f"{i}/{len(files)} cases, {len(findings)} findings")
         if oracle.failure is not None:
@@ -184,34 +203,77 @@ def _check_files(
     return statuses, findings
 
 
-def failure_points(case: InitCase, count: int, budget: int) -> list[int]:
-    """Which allocations to fail: all of them, or ``budget`` sampled ones.
+def _require_countable(oracle: IsolatedOracle, files: Sequence[Path]) -> None:
+    """Refuse ``--fail-alloc`` when the target's allocations are invisible to its ledgers.
 
-    The sample is seeded by the case, so a re-run fails the same allocations;
-    the first and the last allocation are always in it (the constructor that
-    starts the path and the one that completes it are where error branches
-    are least often tested).
+    A ledger that can fail allocations but counts none of the target's (a
+    library carrying its own OpenSSL, code that never calls OpenSSL) would fail
+    nothing, and the run would end in "no findings": a usage error instead.
     """
-    if count <= budget:
-        return list(range(1, count + 1))
-    rng = random.Random(hashlib.sha256(case.encode()).digest())
-    middle = rng.sample(range(2, count), budget - 2) if budget > 2 else []
-    return sorted({1, count, *middle})[:budget]
+    runs = FailingRuns(oracle)
+    zeros = 0
+    for path in files[:ZERO_PROBES]:
+        count = runs.warm_up(load_case(path))
+        if count:
+            return
+        zeros += count == 0  # None: the case crashed, which says nothing either way
+    if zeros:
+        raise UsageError(
+            f"--fail-alloc: {oracle.target_name} made no allocation that its ledgers "
+            f"({', '.join(oracle.ledger_names or ())}) count, on {zeros} "
+            f"case{'s' if zeros > 1 else ''}, so there is nothing to make fail: it does not "
+            "allocate through the OpenSSL they hook"
+        )
+
+
+def _refuse_path_as_target(spec: str) -> None:
+    """A corpus path given where the target goes is a usage error that says so."""
+    if spec in TARGETS or spec.startswith("c:") or ":" in spec or not os.path.lexists(spec):
+        return
+    what = "a folder" if os.path.isdir(spec) else "a file"
+    raise UsageError(f"{spec} is {what}, not a target: tlsleak check TARGET PATH...")
 
 
 def _folder_of(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
-def _write_report(path: Path, data: bytes) -> None:
-    # Checked again: the folder may have gone while the cases ran.
+def _check_report_path(path: Path) -> None:
+    """Refuse a ``--json`` destination the report can't be written to, before any case runs.
+
+    The report is written to a temporary file in the same folder and renamed
+    over ``path``, so the folder must take a new file, and ``path`` must be a
+    regular file or nothing: renaming over ``/dev/null`` would replace the
+    device (as root), and a file of ``/proc`` can't be replaced at all.
+    """
     folder = _folder_of(path)
     if not folder.is_dir():
-        raise UsageError(f"{path}: folder {folder} does not exist")
+        raise UsageError(f"--json {path}: folder {folder} does not exist")
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"--json {path}: cannot use it: {exc.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(f"--json {path}: is a folder; give the report's file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"--json {path}: not a regular file; give a file the report can replace")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"--json {path}: cannot write in {folder}: {exc.strerror}") from None
+
+
+def _write_report(path: Path, data: bytes) -> None:
+    # Checked again: the folder may have gone, or the file changed, while the cases ran.
+    _check_report_path(path)
     try:
         write_atomically(path, data)
     except OSError as exc:
-        raise UsageError(f"{path}: cannot write report: {exc.strerror}") from None
+        raise UsageError(f"--json {path}: cannot write the report: {exc.strerror}") from None
 
 
 def _finding_store(out: Path) -> FindingStore:
@@ -230,25 +292,77 @@ def _finding_store(out: Path) -> FindingStore:
 
 
 def _store_finding(
-    store: FindingStore, oracle: IsolatedOracle, finding: Finding, path: Path, budget: int
+    store: FindingStore,
+    oracle: IsolatedOracle,
+    args: argparse.Namespace,
+    finding: Finding,
+    point: FailPoint | None,
+    path: Path,
 ) -> None:
-    """Store ``finding``; a new signature is minimised first with the check's own oracle."""
+    """Store ``finding``; a new signature is minimised first with the check's own oracle.
+
+    An allocation failure is minimised with a warm-up before each failing run,
+    then confirmed in a fresh process the way ``replay`` runs it, and stored
+    with the point that process saw: the folder replays what was stored.
+    """
     if store.has(finding):
         store.add(finding, finding.case, path)
         return
     reproducer, reproduced = finding.case, None
     # A timeout finding costs the whole timeout per try: not worth shrinking.
     if (
-        budget > 0
+        args.minimize_budget > 0
         and finding.kind is not FindingKind.TIMEOUT
         and oracle.failure is None  # a worker that cannot restart checks nothing more
     ):
         from tlsleak.check.minimize import minimize, signature_predicate
 
-        predicate = signature_predicate(oracle, finding.signature, fail_at=finding.fail_at)
+        warmed = WarmedOracle(FailingRuns(oracle)) if finding.fail_at is not None else None
+        predicate = signature_predicate(
+            warmed or oracle, finding.signature, fail_at=finding.fail_at
+        )
         try:
-            reproducer = minimize(finding.case, predicate, budget=budget)
+            reproducer = minimize(finding.case, predicate, budget=args.minimize_budget)
             reproduced = predicate.finding_for(reproducer)
         except WorkerError:  # a candidate killed the worker for good: store it as found
             reproducer, reproduced = finding.case, None
-    store.add(finding, reproducer, path, reproducer_finding=reproduced)
+        if warmed is not None and reproduced is not None:
+            point = warmed.points.get(reproducer.encode(), point)
+    if point is not None and finding.kind is not FindingKind.TIMEOUT:
+        point = _confirm_afresh(args, finding, reproducer, point)
+    store.add(finding, reproducer, path, reproducer_finding=reproduced, fail_point=point)
+
+
+def _confirm_afresh(
+    args: argparse.Namespace, finding: Finding, case: InitCase, point: FailPoint
+) -> FailPoint:
+    """The point at which a fresh process, run as ``replay`` runs it, gives ``finding`` again.
+
+    What ran before in the check's process can shift the numbering (a case
+    that ran earlier filled a cache this one would fill); replay starts
+    afresh, so what it needs is the fresh process's point.
+    """
+    fresh = IsolatedOracle(
+        args.target, ledgers=args.ledgers, replays=args.replays, timeout=args.timeout
+    )
+    try:
+        fresh.start()
+        again = reproduce(
+            FailingRuns(fresh),
+            case,
+            point.fail_at,
+            point.warmup_allocations,
+            lambda f: f.signature == finding.signature,
+        )
+    except WorkerError:
+        again = None
+    finally:
+        fresh.close()
+    if again is not None and again.found and again.point is not None:
+        return again.point
+    stderr_message(
+        f"warning: the {finding.kind} at {finding.step or '-'} with allocation "
+        f"{point.fail_at} failing did not come back in a fresh process: 'tlsleak replay' "
+        "may not reproduce it exactly"
+    )
+    return point

@@ -1,32 +1,51 @@
-"""``tlsleak replay``: re-run a stored finding's reproducer.
+"""``tlsleak replay``: re-run a stored finding's reproducer, exactly as ``check`` ran it.
 
-Exit 1 when the same finding (same signature) still appears, 0 when it is
-gone: a fix can be tested against the folder ``check --out`` or ``fuzz`` wrote.
-With ``--fail-on KINDS``, a finding of another kind that still appears is
-reported and exits 0.
+Three results: **still there** (the same finding appears: exit 1, or 0 when
+``--fail-on`` does not gate its kind), **gone** (exit 0), and **cannot
+reproduce exactly** (exit 2, one line saying what differs and what to do): an
+allocation failure whose warm-up run counts differently from the stored one
+is failing another allocation, so its absence proves nothing.
+
+A finding folder names code to run: ``replay`` loads only a built-in target,
+a ``c:`` library (by the absolute path stored with it, warning when its sha256
+changed) or a ``package.module:function`` path, prints which before loading
+it, and refuses anything else unless the user names a target with
+``--target SPEC`` (see docs/findings.md, "Trust").
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Final
 
-from tlsleak.check.findings import load_finding
-from tlsleak.check.oracle import format_delta
+from tlsleak.check.findings import LibraryRecord, StoredFinding, library_record, load_stored
+from tlsleak.check.oracle import Finding, Verdict, format_delta
 from tlsleak.check.worker import IsolatedOracle
 from tlsleak.cli._common import (
     EXIT_CLEAN,
+    EXIT_USAGE,
     Commands,
     UsageError,
     add_fail_on,
     add_replays,
     add_timeout,
     started,
+    stderr_message,
     verdict_exit,
 )
+from tlsleak.cli._failalloc import FailingRuns, Reproduction, reproduce
 from tlsleak.reports.text import SITES_SHOWN
+from tlsleak.targets import TARGETS
 
 __all__ = ["add_parser", "run"]
+
+#: ``package.module:function`` (the function may be dotted): what a stored
+#: user target may look like.  Anything else in a folder is refused.
+_IDENTIFIER: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+MODULE_PATH: Final = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}(\.{_IDENTIFIER})*")
 
 
 def add_parser(commands: Commands) -> None:
@@ -35,37 +54,150 @@ def add_parser(commands: Commands) -> None:
         "replay",
         help="re-run a stored finding's reproducer",
         description="Run the reproducer of FINDING_DIR (written by 'check --out') on the "
-        "finding's target. Exit 1 when the same finding still appears, 0 when it is gone.",
+        "finding's target, as check ran it. Exit 1 when the same finding still appears, "
+        "0 when it is gone, 2 when it can't be reproduced exactly.",
     )
     replay.set_defaults(run=run)
     replay.add_argument("folder", type=Path, metavar="FINDING_DIR")
+    replay.add_argument(
+        "--target",
+        metavar="SPEC",
+        help="replay on this target instead of the one the folder names (a folder from "
+        "someone else names code that replay would load)",
+    )
     add_replays(replay)
     add_timeout(replay, "seconds before the run")
     add_fail_on(replay)
 
 
 def run(args: argparse.Namespace) -> int:
-    recorded, case = load_finding(args.folder)
-    oracle = started(IsolatedOracle(recorded.target, replays=args.replays, timeout=args.timeout))
+    stored = load_stored(args.folder)
+    recorded = stored.finding
+    spec, what = _target_to_load(args, stored)
+    print(f"target: {spec} ({what})")
+    oracle = started(IsolatedOracle(spec, replays=args.replays, timeout=args.timeout))
+    reproduction: Reproduction | None = None
     try:
-        if recorded.fail_at is not None and not oracle.can_fail_allocations:
-            raise UsageError(
-                f"{args.folder}: an allocation-failure finding, but no ledger of target "
-                f"{oracle.target_name} can make allocations fail"
+        if recorded.fail_at is None:
+            verdict: Verdict | None = oracle.check(stored.reproducer)
+        else:
+            if not oracle.can_fail_allocations:
+                raise UsageError(
+                    f"{args.folder}: an allocation-failure finding, but no ledger of target "
+                    f"{oracle.target_name} can make allocations fail"
+                )
+            point = stored.fail_point
+            reproduction = reproduce(
+                FailingRuns(oracle),
+                stored.reproducer,
+                recorded.fail_at if point is None else point.fail_at,
+                None if point is None else point.warmup_allocations,
+                lambda f: _same_bug(f, recorded),
             )
-        verdict = oracle.check(case, fail_at=recorded.fail_at)
+            verdict = reproduction.verdict
     finally:
         oracle.close()
-    where = f", allocation {recorded.fail_at} failing" if recorded.fail_at is not None else ""
-    print(f"{args.folder}: {recorded.kind} on {recorded.target}{where}")
+    _print_run(args.folder, recorded, stored, reproduction, verdict)
+    if verdict is not None and any(_same_bug(f, recorded) for f in verdict.findings):
+        print("still there: the same finding appears again")
+        return verdict_exit([recorded.kind], args.fail_on)
+    if reproduction is not None and not reproduction.same_count:
+        stderr_message(_not_exactly(args.folder, stored, reproduction))
+        return EXIT_USAGE
+    print("gone: the reproducer no longer gives this finding")
+    return EXIT_CLEAN
+
+
+def _same_bug(finding: Finding, recorded: Finding) -> bool:
+    # The target is whatever replay was told to load (an absolute path for a
+    # library stored by a relative one, or --target): the bug is the rest.
+    return replace(finding, target=recorded.target).reproduces(recorded)
+
+
+def _target_to_load(args: argparse.Namespace, stored: StoredFinding) -> tuple[str, str]:
+    """The target spec to load and what it is, or a ``UsageError`` when it may not be loaded."""
+    name = stored.finding.target
+    if args.target is not None:
+        _warn_if_rebuilt(stored, library_record(args.target))
+        return args.target, "given with --target"
+    if name in TARGETS:
+        return name, "built in"
+    if name.startswith("c:"):
+        library = stored.library
+        if library is None:  # stored before libraries were recorded: as given then
+            return name, "C library, by the path stored with the finding"
+        if not Path(library.path).is_file():
+            raise UsageError(
+                f"{args.folder}: the library {library.path} it was found in is gone: rebuild "
+                "it there, or replay on another build with --target c:PATH"
+            )
+        _warn_if_rebuilt(stored, library_record(library.spec))
+        return library.spec, "C library stored with the finding, loaded from there"
+    if MODULE_PATH.fullmatch(name):
+        return name, "Python module path: replay imports it"
+    raise UsageError(
+        f"{args.folder}: its target {name!r} is not a built-in target, a c: library or a "
+        "package.module:function path; replay it on a target you trust with --target SPEC"
+    )
+
+
+def _warn_if_rebuilt(stored: StoredFinding, now: LibraryRecord | None) -> None:
+    """One line on stderr when the library to load is not the build the finding came from.
+
+    Expected after a fix (the library was rebuilt); worth knowing when it was not.
+    """
+    before = stored.library
+    if before is not None and now is not None and now.sha256 != before.sha256:
+        stderr_message(
+            f"warning: {now.path} is not the build the finding came from (sha256 "
+            f"{now.sha256[:12]}, stored {before.sha256[:12]}): replaying it as it is now"
+        )
+
+
+def _print_run(
+    folder: Path,
+    recorded: Finding,
+    stored: StoredFinding,
+    reproduction: Reproduction | None,
+    verdict: Verdict | None,
+) -> None:
+    where = ""
+    if recorded.fail_at is not None:
+        point = stored.fail_point
+        where = f", allocation {recorded.fail_at if point is None else point.fail_at} failing"
+        if point is not None:
+            where += f" after a warm-up of {point.warmup_allocations} allocations"
+    print(f"{folder}: {recorded.kind} on {recorded.target}{where}")
+    if reproduction is not None and reproduction.point is not None:
+        made = reproduction.point
+        print(f"warm-up: {made.warmup_allocations} allocations; failed allocation {made.fail_at}")
+    if verdict is None:
+        print("outcome: the reproducer crashed before any allocation could be made to fail")
+        return
     print(f"outcome: {verdict.outcome.describe()}")
     for finding in verdict.findings:
         what = format_delta(finding.delta) if finding.delta else finding.summary()
         print(f"  {finding.kind} at {finding.step or '-'}: {what}")
         for site in finding.sites[:SITES_SHOWN]:
             print(f"    {site}")
-    if any(f.reproduces(recorded) for f in verdict.findings):
-        print("still there: the same finding appears again")
-        return verdict_exit([recorded.kind], args.fail_on)
-    print("gone: the reproducer no longer gives this finding")
-    return EXIT_CLEAN
+
+
+def _not_exactly(folder: Path, stored: StoredFinding, reproduction: Reproduction) -> str:
+    """The one line for "cannot reproduce exactly": what differs, and what to do."""
+    again = f"re-run 'tlsleak check TARGET {folder / 'reproducer'} --fail-alloc'"
+    point = stored.fail_point
+    if point is None:
+        return (
+            f"cannot reproduce exactly: {folder} was stored without the warm-up count its "
+            f"allocation number depends on, so a miss can't be told from a fix; {again}"
+        )
+    if reproduction.point is None:
+        return (
+            f"cannot reproduce exactly: the reproducer no longer runs clean (it crashed in the "
+            f"warm-up run), so no allocation could be made to fail; {again}"
+        )
+    return (
+        f"cannot reproduce exactly: the warm-up run made {reproduction.point.warmup_allocations} "
+        f"allocations, the stored one {point.warmup_allocations} (the library or OpenSSL "
+        f"changed), so allocation {point.fail_at} is another one now; {again}"
+    )
