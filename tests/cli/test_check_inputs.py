@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,14 +27,12 @@ def _one_line(err: str) -> str:
     [
         ("/proc/version", "cannot write in /proc"),  # a file of /proc: can't be replaced
         ("/proc/self/report.json", "cannot write in /proc/self"),  # a folder that takes no file
-        ("fifo", "not a regular file"),
         ("folder", "is a folder"),
     ],
 )
 def test_json_report_where_it_cannot_go_is_refused_before_running(
     where: str, message: str, small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    os.mkfifo(tmp_path / "fifo")
     (tmp_path / "folder").mkdir()
     report = Path(where) if where.startswith("/") else tmp_path / where
     assert main(["check", "control-fixed", str(small_corpus), "--json", str(report)]) == 2
@@ -42,7 +41,26 @@ def test_json_report_where_it_cannot_go_is_refused_before_running(
     assert message in line
     assert line.startswith(f"tlsleak: error: --json {report}")
     assert captured.out == ""  # refused before any case ran
-    assert (tmp_path / "fifo").is_fifo()  # left as it was
+
+
+def test_json_report_to_a_stream_is_written_in_place(
+    small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A FIFO (a pipe to jq, /dev/stdout) gets the report; renaming a file over
+    # it would have replaced it, and over /dev/null, as root, the device.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    assert main(["check", "control-fixed", str(small_corpus), "--json", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert fifo.is_fifo()  # still a FIFO
+    assert received
+    assert received[0].startswith(b"{")
+    assert main(["check", "control-fixed", str(small_corpus), "--json", "/dev/null"]) == 0
+    assert Path("/dev/null").is_char_device()
+    capsys.readouterr()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes in a read-only folder anyway")

@@ -238,14 +238,33 @@ def _folder_of(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
+def _is_stream(path: Path) -> bool:
+    """A destination written in place: a device, a FIFO, a socket, or a name under /dev.
+
+    ``--json /dev/stdout`` (or a pipe, ``>(jq .)``) must reach the stream, and
+    renaming a file over a device would replace the device itself (as root).
+    """
+    if str(path).startswith(("/dev/", "/proc/self/fd/")):
+        return True
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
 def _check_report_path(path: Path) -> None:
     """Refuse a ``--json`` destination the report can't be written to, before any case runs.
 
-    The report is written to a temporary file in the same folder and renamed
-    over ``path``, so the folder must take a new file, and ``path`` must be a
-    regular file or nothing: renaming over ``/dev/null`` would replace the
-    device (as root), and a file of ``/proc`` can't be replaced at all.
+    A regular file is written to a temporary file in the same folder and
+    renamed over ``path``, so the folder must take a new file, and ``path``
+    must be a regular file or nothing (a file of ``/proc`` can't be replaced).
+    A stream (:func:`_is_stream`) is written in place, so it must be writable.
     """
+    if _is_stream(path):
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"--json {path}: cannot write to it")
+        return
     folder = _folder_of(path)
     if not folder.is_dir():
         raise UsageError(f"--json {path}: folder {folder} does not exist")
@@ -271,7 +290,12 @@ def _write_report(path: Path, data: bytes) -> None:
     # Checked again: the folder may have gone, or the file changed, while the cases ran.
     _check_report_path(path)
     try:
-        write_atomically(path, data)
+        if _is_stream(path):
+            # Appending: /dev/stdout may be a file the text report went to.
+            with path.open("ab") as stream:
+                stream.write(data)
+        else:
+            write_atomically(path, data)
     except OSError as exc:
         raise UsageError(f"--json {path}: cannot write the report: {exc.strerror}") from None
 
