@@ -10,8 +10,8 @@ import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
+from tlsleak.check.failalloc import failure_points, tail_size
 from tlsleak.cli import main
-from tlsleak.cli._failalloc import failure_points, tail_size
 
 
 def test_every_allocation_when_the_budget_allows() -> None:

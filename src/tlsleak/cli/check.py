@@ -5,7 +5,7 @@ sample of them), with that allocation failing: the error branches behind a
 failed ``malloc`` are the ones no malformed input reaches.  Each failing run
 comes after a warm-up run of the case, and a stored allocation-failure finding
 is confirmed in a fresh process exactly as ``replay`` will run it (see
-:mod:`tlsleak.cli._failalloc`).
+:mod:`tlsleak.check.failalloc`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Final
 from tlsleak._fs import write_atomically
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import bundled_corpus, case_files, load_case
+from tlsleak.check.failalloc import FailingRuns, WarmedOracle, failure_points, reproduce, sweep
 from tlsleak.check.findings import FailPoint, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle, WorkerError
@@ -40,7 +41,6 @@ from tlsleak.cli._common import (
     stderr_message,
     verdict_exit,
 )
-from tlsleak.cli._failalloc import FailingRuns, WarmedOracle, failure_points, reproduce, sweep
 from tlsleak.ledgers import LEDGERS
 from tlsleak.reports import json_report, text
 from tlsleak.targets import TARGETS

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
+from tlsleak.check.failalloc import FailingRuns, Reproduction, reproduce
 from tlsleak.check.findings import LibraryRecord, StoredFinding, library_record, load_stored
 from tlsleak.check.oracle import Finding, Verdict, format_delta
 from tlsleak.check.worker import IsolatedOracle
@@ -36,7 +37,6 @@ from tlsleak.cli._common import (
     stderr_message,
     verdict_exit,
 )
-from tlsleak.cli._failalloc import FailingRuns, Reproduction, reproduce
 from tlsleak.reports.text import SITES_SHOWN
 from tlsleak.targets import TARGETS
 
