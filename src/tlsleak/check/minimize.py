@@ -1,31 +1,44 @@
 """Shrink a failing case to a small reproducer while it keeps failing the same way.
 
-:func:`minimize` is a greedy, deterministic shrinker.  It holds the smallest
-failing case found so far and tries candidates derived from it, in this order:
+:func:`shrink` is a greedy, deterministic, structure-aware shrinker; it holds
+the smallest failing case found so far and tries the moves of
+:mod:`tlsleak.check.shrinkers` on it.  There are six passes:
 
-1. each blob field emptied (``ca``, ``cert``, ``key``, ``password``,
-   ``server_name``): most findings depend on one or two blobs only;
-2. each whole PEM block of a PEM blob dropped (the blob is cut the way the
-   targets cut it, :func:`tlsleak.cases.blobs.pem_blocks`, so text before
-   the first ``-----BEGIN`` goes too);
-3. PEM lines outside the base64 body dropped: encryption headers
-   (``Proc-Type:``, ``DEK-Info:``), blank lines, and text around the blocks;
-   all of them at once first, then one at a time.  The BEGIN/END armor and
-   the base64 body lines are kept, since the parser's verdict on them is
-   usually the point of the case;
-4. each blob truncated: cut to half, then by a quarter, an eighth, ... down
-   to one byte off the end;
-5. one DER element dropped from a DER blob, or from a PEM block's body,
-   with the lengths around it repaired (:mod:`tlsleak.cases.der`): outermost
-   elements first, at most 128 per blob.  What is left is a certificate or
-   key with only the parts the failure needs.
+1. ``fields``: each field emptied (CA, certificate, key, password, server
+   name), the certificate's chain dropped, each blob cut to one byte;
+2. ``blocks``: runs of PEM blocks dropped from multi-block blobs (halves,
+   quarters, ..., single blocks: chain members, extra certificates of a CA
+   bundle);
+3. ``swap``: a certificate or key replaced by a much smaller valid one of the
+   same kind (Ed25519 or EC P-256 instead of RSA-4096), the leaf and key by a
+   matching pair;
+4. ``der``: inside each DER blob or PEM block body, elements dropped
+   (extensions, TBSCertificate fields, RDNs, SET/SEQUENCE members, half a
+   long SEQUENCE at once), constructed elements emptied, long INTEGERs and
+   strings shortened, with the lengths around the edit repaired;
+5. ``lines``: PEM lines outside the base64 body dropped (headers, blank
+   lines, stray text);
+6. ``cut``: each blob truncated: to half, then by a quarter, ... one byte off.
+
+The budget goes to the big wins first, whichever pass offers them.  A round
+lowers a threshold from half the case's size to one byte, halving it each
+time; at each threshold the passes run in the order above, each trying, most
+saving first, its moves that take off at least that many bytes.  So a field
+dropped, half a bundle, a certificate swapped or a whole extension comes
+before a byte cut off the end, and cutting a 1 MB blob of junk in half comes
+before dropping its small DER elements.  After a success the pass goes on
+from the new, smaller case.  A move that failed is not tried again in the
+same round: it is named by what it does ("drop this extension of that
+block"), so it keeps its name while the rest of the case shrinks.  When a
+round made progress another one runs with those memories cleared, since a
+move that failed may succeed once something else is gone; the search stops
+at a round without progress, or when the budget runs out.
 
 A candidate is tried only when it is strictly smaller than the current best
 (fewer total blob bytes; equal size broken by the byte encoding), so the
-search always terminates.  After every success the candidates are derived
-afresh from the new best; a candidate whose encoding was already tried is not
-tried again and costs nothing.  ``mode`` and ``labels`` are never changed:
-the labels say what the case was made from, and stay true of its pieces.
+search always terminates, and no encoding is tried twice.  ``mode`` and
+``labels`` are never changed: the labels say what the case was made from, and
+stay true of its pieces.
 
 **Budget**: at most ``budget`` calls of the predicate (default 200), the
 original case's own check not included (it is taken to fail; pass it through
@@ -33,157 +46,156 @@ the predicate yourself if that is in doubt).  Each call of a
 :func:`signature_predicate` is one oracle check, which for a leak means the
 first run plus its replays.  When the budget runs out the best case so far is
 returned, so a small budget gives a partly shrunk case, never a wrong one.
+:func:`minimize` returns the case; :func:`shrink` a :class:`Shrunk` that also
+says the sizes before and after, the checks spent and what each pass won.
 """
 
 from __future__ import annotations
 
-import base64
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import replace
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
-from tlsleak.cases import der, pem
-from tlsleak.cases.blobs import is_pem, pem_blocks
-from tlsleak.cases.case import FIELDS, InitCase
-from tlsleak.cases.material import pem_armor
+from tlsleak.cases.case import InitCase
 from tlsleak.check.oracle import Finding, Verdict
+from tlsleak.check.shrinkers import PASSES, Candidate, Pass
 
 __all__ = [
     "DEFAULT_BUDGET",
     "CheckingOracle",
+    "Shrunk",
     "SignaturePredicate",
     "minimize",
+    "shrink",
     "signature_predicate",
 ]
 
 #: Predicate calls :func:`minimize` makes at most, unless told otherwise.
 DEFAULT_BUDGET: Final = 200
 
-# A base64 body line (RFC 7468 allows trailing whitespace).  Everything else
-# between the armor lines is a header or stray text.
-_BASE64_LINE = re.compile(rb"[A-Za-z0-9+/=]+[ \t]*\r?\n?")
-_ARMOR = (b"-----BEGIN", b"-----END")
+
+@dataclass(frozen=True)
+class Shrunk:
+    """What :func:`shrink` made of a case.
+
+    ``case`` is the smallest failing case found (the very object given when
+    nothing smaller failed); ``before`` and ``after`` are blob bytes
+    (:attr:`InitCase.size`); ``calls`` the predicate calls made; ``wins`` the
+    successful moves per pass name; ``complete`` is False when the budget or
+    ``stop`` ended the search before a round without progress.
+    """
+
+    case: InitCase
+    before: int
+    after: int
+    calls: int
+    wins: Mapping[str, int] = field(default_factory=dict)
+    complete: bool = True
 
 
 def _key(case: InitCase) -> tuple[int, bytes]:
     return case.size, case.encode()
 
 
-def _text_lines(blob: bytes) -> list[int]:
-    """Indexes (in ``blob.splitlines(keepends=True)``) of lines outside the base64 body."""
-    lines = blob.splitlines(keepends=True)
-    return [
-        i
-        for i, line in enumerate(lines)
-        if not line.lstrip().startswith(_ARMOR) and not _BASE64_LINE.fullmatch(line)
-    ]
+class _Search:
+    """The state of one :func:`shrink`: the best case, what was tried, the calls left."""
 
+    def __init__(
+        self,
+        case: InitCase,
+        still_fails: Callable[[InitCase], bool],
+        budget: int,
+        stop: Callable[[], bool] | None,
+    ) -> None:
+        self.best, self.best_key = case, _key(case)
+        self.still_fails, self.budget, self.stop = still_fails, budget, stop
+        self.tried = {self.best_key[1]}
+        self.calls = 0
+        self.wins: dict[str, int] = {}
+        self.out_of_calls = False
+        # Each pass's moves on the best case, biggest saving first (sorted() is
+        # stable: moves that save as much keep the pass's order); made again
+        # only once the best case changes.
+        self._moves: dict[str, list[Candidate]] = {}
 
-def _without_lines(blob: bytes, drop: set[int]) -> bytes:
-    return b"".join(x for i, x in enumerate(blob.splitlines(keepends=True)) if i not in drop)
+    def moves(self, name: str, moves: Pass) -> list[Candidate]:
+        if name not in self._moves:
+            self._moves[name] = sorted(moves(self.best), key=lambda c: -c.saving)
+        return self._moves[name]
 
+    def run_pass(self, name: str, moves: Pass, failed: set[Hashable], least: int) -> bool:
+        """Try the pass's moves that save at least ``least`` bytes until none succeeds;
+        whether one did."""
+        progress = False
+        while self._step(name, moves, failed, least):
+            progress = True
+        return progress
 
-def _with(case: InitCase, name: str, blob: bytes) -> InitCase:
-    """``case`` with blob field ``name`` set to ``blob`` (mode and labels kept)."""
-    changes: dict[str, Any] = {name: blob}
-    return replace(case, **changes)
+    def _step(self, name: str, moves: Pass, failed: set[Hashable], least: int) -> bool:
+        """Try the pass's next moves down to ``least`` bytes saved, up to a success.
 
-
-def _candidates(case: InitCase) -> Iterator[InitCase]:
-    """Smaller variants of ``case``, most promising first (see the module docstring)."""
-    blobs = {name: getattr(case, name) for name in FIELDS}
-    present = [name for name in FIELDS if blobs[name]]
-    for name in present:
-        yield _with(case, name, b"")
-    for name in present:
-        blob = blobs[name]
-        if not is_pem(blob):
-            continue
-        blocks = pem_blocks(blob)
-        for i in range(len(blocks)):
-            yield _with(case, name, b"".join(blocks[:i] + blocks[i + 1 :]))
-    for name in present:
-        blob = blobs[name]
-        if not is_pem(blob):
-            continue
-        text = _text_lines(blob)
-        if len(text) > 1:
-            yield _with(case, name, _without_lines(blob, set(text)))
-        for i in text:
-            yield _with(case, name, _without_lines(blob, {i}))
-    for name in present:
-        blob = blobs[name]
-        cut = len(blob) // 2
-        while cut >= 1:
-            yield _with(case, name, blob[: len(blob) - cut])
-            cut //= 2
-    for name in present:
-        for smaller in _der_simplified(blobs[name]):
-            yield _with(case, name, smaller)
-
-
-#: DER elements tried for removal per blob (a certificate has about 60).
-_MAX_DER_DROPS: Final = 128
-
-
-def _der_simplified(blob: bytes) -> Iterator[bytes]:
-    """``blob`` with one DER element removed and the lengths around it made right again.
-
-    A DER blob is simplified directly; a PEM blob block by block, through its
-    base64 body (re-armored in 64-column lines, other blocks kept as they
-    were).  Outermost elements are tried first: dropping a whole extension
-    or name is worth more than dropping one of its fields.
-    """
-    if is_pem(blob):
-        blocks = pem_blocks(blob)
-        for i, block in enumerate(blocks):
-            body = _pem_body(block)
-            if body is None:
+        A move is tried (or found useless) once per best case: those left are
+        the ones saving less than ``least``, kept for a lower threshold.
+        """
+        pending = self.moves(name, moves)
+        for i, candidate in enumerate(pending):
+            if candidate.saving < least:
+                self._moves[name] = pending[i:]
+                return False
+            if candidate.key in failed:
                 continue
-            der_bytes, label = body
-            for smaller in _der_drops(der_bytes):
-                yield b"".join([*blocks[:i], pem_armor(label, smaller), *blocks[i + 1 :]])
-    elif blob[:1] == b"\x30":
-        yield from _der_drops(blob)
+            case = candidate.make()
+            key = _key(case)
+            if key >= self.best_key or key[1] in self.tried:
+                continue
+            if self.calls >= self.budget or (self.stop is not None and self.stop()):
+                self.out_of_calls = True
+                return False
+            self.tried.add(key[1])
+            self.calls += 1
+            if self.still_fails(case):
+                self.best, self.best_key = case, key
+                self.wins[name] = self.wins.get(name, 0) + 1
+                self._moves.clear()
+                return True
+            failed.add(candidate.key)
+        self._moves[name] = []
+        return False
 
 
-def _der_drops(data: bytes) -> Iterator[bytes]:
-    count = sum(1 for _ in _elements(der.parse(data)))
-    for index in range(min(count, _MAX_DER_DROPS)):
-        tree = der.parse(data)  # a fresh tree per candidate: the drop edits it
-        for position, (siblings, node) in enumerate(_elements(tree)):
-            if position == index:
-                siblings.remove(node)
-                break
-        der.fix_lengths(tree)
-        yield der.serialise(tree)
+def shrink(
+    case: InitCase,
+    still_fails: Callable[[InitCase], bool],
+    *,
+    budget: int = DEFAULT_BUDGET,
+    stop: Callable[[], bool] | None = None,
+) -> Shrunk:
+    """The smallest case found for which ``still_fails`` holds, calling it at most ``budget``
+    times, with the sizes before and after (see the module docstring).
 
-
-def _elements(nodes: list[der.Node]) -> Iterator[tuple[list[der.Node], der.Node]]:
-    """Every parsed element below the top level, breadth first, with the list holding it."""
-    queue = [node for node in nodes if node.children is not None]
-    while queue:
-        parent = queue.pop(0)
-        assert parent.children is not None
-        for child in parent.children:
-            if not child.is_raw:
-                yield parent.children, child
-            if child.children is not None:
-                queue.append(child)
-
-
-def _pem_body(block: bytes) -> tuple[bytes, bytes] | None:
-    """The DER and the label of one PEM block, or None when it has headers or bad armor."""
-    parsed = next((part for part in pem.split(block) if isinstance(part, pem.Block)), None)
-    if parsed is None or parsed.headers or parsed.end_label != parsed.label:
-        return None
-    try:
-        # Whitespace is line breaks; any other character outside base64 means
-        # a damaged body, which is the case's point, not ours to clean.
-        return base64.b64decode(b"".join(parsed.body.split()), validate=True), parsed.label
-    except ValueError:
-        return None
+    ``case`` itself is assumed to fail and is returned when nothing smaller
+    does.  Deterministic: the same case and predicate give the same result.
+    ``stop``, when given, is asked before every call: once it says True the
+    best case so far is returned (a campaign told to stop now).
+    """
+    if budget < 0:
+        raise ValueError(f"budget must not be negative, not {budget}")
+    search = _Search(case, still_fails, budget, stop)
+    progress = True
+    while progress and not search.out_of_calls:
+        progress = False
+        failed: set[Hashable] = set()  # moves that failed this round, by key
+        least = 1 << max(search.best.size // 2, 1).bit_length() - 1
+        while least >= 1 and not search.out_of_calls:
+            for name, moves in PASSES:
+                progress = search.run_pass(name, moves, failed, least) or progress
+                if search.out_of_calls:
+                    break
+            least //= 2
+    best = search.best
+    return Shrunk(
+        best, case.size, best.size, search.calls, search.wins, complete=not search.out_of_calls
+    )
 
 
 def minimize(
@@ -193,35 +205,9 @@ def minimize(
     budget: int = DEFAULT_BUDGET,
     stop: Callable[[], bool] | None = None,
 ) -> InitCase:
-    """The smallest case found for which ``still_fails`` holds, calling it at most ``budget`` times.
-
-    ``case`` itself is assumed to fail and is returned when nothing smaller
-    does.  Deterministic: the same case and predicate give the same result.
-    ``stop``, when given, is asked before every call: once it says True the
-    best case so far is returned (a campaign told to stop now).
-    """
-    if budget < 0:
-        raise ValueError(f"budget must not be negative, not {budget}")
-    best = case
-    best_key = _key(case)
-    tried = {best_key[1]}
-    calls = 0
-    progress = True
-    while progress and calls < budget:
-        progress = False
-        for candidate in _candidates(best):
-            key = _key(candidate)
-            if key >= best_key or key[1] in tried:
-                continue
-            if calls >= budget or (stop is not None and stop()):
-                return best
-            tried.add(key[1])
-            calls += 1
-            if still_fails(candidate):
-                best, best_key = candidate, key
-                progress = True
-                break  # derive candidates afresh from the smaller case
-    return best
+    """The case :func:`shrink` finds: ``case`` itself (the same object) when nothing
+    smaller fails, so callers can tell whether it shrank."""
+    return shrink(case, still_fails, budget=budget, stop=stop).case
 
 
 class CheckingOracle(Protocol):
