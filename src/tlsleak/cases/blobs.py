@@ -20,14 +20,16 @@ def pem_blocks(blob: bytes) -> list[bytes]:
     """The blob cut before each ``-----BEGIN`` line; text before the first is dropped.
 
     Each piece runs to the next BEGIN or the end of the blob, so a block whose
-    END line is missing or damaged still reaches the parser as it is.
+    END line is missing or damaged still reaches the parser as it is.  A blob
+    without armor has no blocks.
     """
     starts = []
     pos = blob.find(_BEGIN)
     while pos != -1:
         starts.append(pos)
         pos = blob.find(_BEGIN, pos + len(_BEGIN))
-    return [blob[a:b] for a, b in zip(starts, [*starts[1:], len(blob)], strict=True)]
+    ends = [*starts[1:], len(blob)] if starts else []
+    return [blob[a:b] for a, b in zip(starts, ends, strict=True)]
 
 
 def c_string(value: bytes) -> bytes:
