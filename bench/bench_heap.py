@@ -91,7 +91,7 @@ def _child(mode: str) -> int:
                     before = snapshot()
                     run(item)
                     after = snapshot()
-                    grown += after["heap.blocks"] - before["heap.blocks"]
+                    grown += after["openssl-heap.blocks"] - before["openssl-heap.blocks"]
         seconds = time.perf_counter() - start
         return {"seconds": seconds, "runs": passes * len(inputs), "grown": grown}
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tlsleak.ledgers import LEDGERS, HeapLedger, LedgerUnavailable, make_ledger
+from tlsleak.ledgers.interposer import interposer_path
 from tlsleak.ledgers.shim import SHIM_NAME, heap, is_preloaded, preload_env, shim_path
 
 pytestmark = pytest.mark.skipif(
@@ -104,10 +105,11 @@ def test_shim_is_built() -> None:
 
 def test_preload_env_prepends_the_shim_once() -> None:
     path = str(shim_path())
+    malloc = str(interposer_path())  # the heap ledger's interposer comes first
     env = preload_env({"LD_PRELOAD": f"/x/a.so:{path} /x/b.so", "KEEP": "1"})
-    assert env["LD_PRELOAD"] == f"{path} /x/a.so /x/b.so"
+    assert env["LD_PRELOAD"] == f"{malloc} {path} /x/a.so /x/b.so"
     assert env["KEEP"] == "1"
-    assert preload_env({})["LD_PRELOAD"] == path
+    assert preload_env({})["LD_PRELOAD"] == f"{malloc} {path}"
     source = {"LD_PRELOAD": "/x/a.so"}
     preload_env(source)
     assert source == {"LD_PRELOAD": "/x/a.so"}  # a copy, not the caller's mapping
@@ -129,8 +131,8 @@ def test_child_is_preloaded_and_counts() -> None:
     assert got["preloaded"] is True
     assert got["installed"] is True
     assert "libcrypto" in got["libcrypto"]
-    assert set(got["snapshot"]) == {"heap.blocks", "heap.bytes"}
-    assert got["snapshot"]["heap.blocks"] > 0  # ssl and hashlib were imported
+    assert set(got["snapshot"]) == {"openssl-heap.blocks", "openssl-heap.bytes"}
+    assert got["snapshot"]["openssl-heap.blocks"] > 0  # ssl and hashlib were imported
     assert got["foreign"] == 0
 
 
@@ -146,7 +148,7 @@ def test_dropped_contexts_net_zero_kept_contexts_grow() -> None:
                 keep.append(c)
             del c
             after = led.snapshot()
-            return [after[k] - before[k] for k in ("heap.blocks", "heap.bytes")]
+            return [after[k] - before[k] for k in ("openssl-heap.blocks", "openssl-heap.bytes")]
         dropped = [delta(None) for _ in range(50)]
         kept_list = []
         kept = [delta(kept_list) for _ in range(20)]
@@ -259,7 +261,7 @@ def test_counts_are_right_across_threads() -> None:
         one_before = led.snapshot()
         one = ctx()
         one_after = led.snapshot()
-        per = one_after["heap.blocks"] - one_before["heap.blocks"]
+        per = one_after["openssl-heap.blocks"] - one_before["openssl-heap.blocks"]
         kept = []
         def keep():
             kept.append(ctx())
@@ -274,11 +276,11 @@ def test_counts_are_right_across_threads() -> None:
         del kept[:]
         released = led.snapshot()
         out(allocations=allocations,
-            churn=churned["heap.blocks"] - before["heap.blocks"],
-            churn_bytes=churned["heap.bytes"] - before["heap.bytes"],
-            per=per, n=n, grown=grown["heap.blocks"] - base["heap.blocks"],
-            released=released["heap.blocks"] - base["heap.blocks"],
-            released_bytes=released["heap.bytes"] - base["heap.bytes"])
+            churn=churned["openssl-heap.blocks"] - before["openssl-heap.blocks"],
+            churn_bytes=churned["openssl-heap.bytes"] - before["openssl-heap.bytes"],
+            per=per, n=n, grown=grown["openssl-heap.blocks"] - base["openssl-heap.blocks"],
+            released=released["openssl-heap.blocks"] - base["openssl-heap.blocks"],
+            released_bytes=released["openssl-heap.bytes"] - base["openssl-heap.bytes"])
         """
     )
     assert got["allocations"] > 400 * 100  # 400 inits on 4 threads at once

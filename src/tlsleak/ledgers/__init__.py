@@ -17,6 +17,7 @@ from tlsleak.ledgers.base import (
 from tlsleak.ledgers.fds import FdLedger
 from tlsleak.ledgers.heap import HeapLedger
 from tlsleak.ledgers.objects import OpenSSLObjectLedger
+from tlsleak.ledgers.process_heap import ProcessHeapLedger, heap_available
 
 __all__ = [
     "LEDGERS",
@@ -28,9 +29,11 @@ __all__ = [
     "LedgerBlind",
     "LedgerUnavailable",
     "OpenSSLObjectLedger",
+    "ProcessHeapLedger",
     "Site",
     "counts_allocation",
     "growth",
+    "heap_available",
     "make_ledger",
 ]
 
@@ -39,6 +42,7 @@ LEDGERS: dict[str, Callable[[], Ledger]] = {
     OpenSSLObjectLedger.name: OpenSSLObjectLedger,
     FdLedger.name: FdLedger,
     HeapLedger.name: HeapLedger,
+    ProcessHeapLedger.name: ProcessHeapLedger,
 }
 
 

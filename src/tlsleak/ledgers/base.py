@@ -76,6 +76,20 @@ class Ledger(Protocol):
     #
     # ``scope`` (str): what the ledger counts, for the line that says why it
     # cannot see a target ("the heap of the system libcrypto (PATH)").
+    #
+    # ``probe_fallback`` (an Allocate): a ledger of the whole process that is
+    # still probed on each target, because a stack can escape it (the process
+    # heap: a stack with an allocator of its own).  The target's probe shows
+    # whether it sees the stack; this is what it allocates instead when the
+    # target's stack offers nothing to allocate through (one plain malloc).
+    #
+    # ``report_only`` (tuple of counter names): counters reported in a leak's
+    # delta whose growth alone never makes the oracle replay (heap bytes: a
+    # realloc that grows a buffer once is not a leak; new blocks are).
+    #
+    # ``slope_verdict`` (bool, default False): the ledger's counters have
+    # noise (a process-wide count), so the oracle confirms their growth by
+    # slope after warm-up runs rather than by growth on every replay.
 
     def start(self) -> None:
         """Begin counting; raise :class:`LedgerUnavailable` if this process can't be counted."""

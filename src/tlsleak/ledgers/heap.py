@@ -25,11 +25,18 @@ __all__ = ["HeapLedger"]
 
 
 class HeapLedger:
-    """Live OpenSSL heap blocks and bytes (counters ``heap.blocks``, ``heap.bytes``)."""
+    """Live OpenSSL heap blocks and bytes (``openssl-heap.blocks``, ``openssl-heap.bytes``).
+
+    Named apart from the ``heap`` ledger's ``heap.*``: the two count the same
+    OpenSSL blocks when both run (every OpenSSL block is a malloc block too).
+    """
 
     name = "openssl-heap"
     #: It counts the system libcrypto only: probed on each target (see Ledger).
     stack_bound = True
+    #: Bytes are reported, blocks trigger replays: a one-off realloc that grows
+    #: a buffer is no leak, and replaying for it cost ~20% on the ssl target.
+    report_only: tuple[str, ...] = ("openssl-heap.bytes",)
 
     def __init__(self) -> None:
         self._heap: shim.Heap | None = None
@@ -52,7 +59,7 @@ class HeapLedger:
         if self._heap is None:
             raise RuntimeError("snapshot() of a ledger that was not started")
         blocks, size = self._heap.counts()
-        return {"heap.blocks": blocks, "heap.bytes": size}
+        return {"openssl-heap.blocks": blocks, "openssl-heap.bytes": size}
 
     def _active(self) -> shim.Heap:
         return self._heap if self._heap is not None else shim.heap()

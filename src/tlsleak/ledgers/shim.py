@@ -5,7 +5,8 @@ package is installed.  Its constructor hands the system libcrypto tlsleak's
 own ``malloc``/``realloc``/``free`` (``CRYPTO_set_mem_functions``), which
 OpenSSL accepts only before its first allocation in the process.  So it must
 be loaded at process start, with ``LD_PRELOAD`` (:func:`preload_env` makes the
-environment for such a child); loaded any later, OpenSSL keeps its own
+environment for such a child, with the ``heap`` ledger's malloc interposer
+too); loaded any later, OpenSSL keeps its own
 functions and the shim counts nothing.  :func:`heap` therefore refuses, with
 the reason, rather than report zero.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from tlsleak.ledgers.base import LedgerUnavailable, Site
+from tlsleak.ledgers.interposer import interposer_path
 
 __all__ = [
     "SHIM_NAME",
@@ -54,17 +56,32 @@ def shim_path() -> Path:
 
 
 def preload_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A copy of ``env`` (default: ``os.environ``) with the shim first in ``LD_PRELOAD``."""
-    path = str(shim_path())
-    if any(c in path for c in " :\t\n"):
-        # ld.so splits LD_PRELOAD on spaces and colons, with no way to quote.
-        raise LedgerUnavailable(
-            f"the OpenSSL heap shim's path {path!r} contains a space or colon, "
-            "which LD_PRELOAD cannot express; install tlsleak under another path"
-        )
+    """A copy of ``env`` (default: ``os.environ``) with tlsleak's libraries first in ``LD_PRELOAD``.
+
+    Both that are built: the malloc interposer of the ``heap`` ledger
+    (:mod:`tlsleak.ledgers.interposer`), then this OpenSSL heap shim.  One
+    that is missing is left out (its ledger then says it is not active);
+    :class:`LedgerUnavailable` when neither is built.
+    """
+    paths: list[str] = []
+    missing: list[LedgerUnavailable] = []
+    for find in (interposer_path, shim_path):
+        try:
+            paths.append(str(find()))
+        except LedgerUnavailable as exc:
+            missing.append(exc)
+    if not paths:
+        raise missing[-1]
+    for path in paths:
+        if any(c in path for c in " :\t\n"):
+            # ld.so splits LD_PRELOAD on spaces and colons, with no way to quote.
+            raise LedgerUnavailable(
+                f"tlsleak's preloaded library {path!r} has a space or colon in its path, "
+                "which LD_PRELOAD cannot express; install tlsleak under another path"
+            )
     out = dict(os.environ if env is None else env)
-    others = [p for p in out.get("LD_PRELOAD", "").replace(":", " ").split() if p != path]
-    out["LD_PRELOAD"] = " ".join([path, *others])
+    others = [p for p in out.get("LD_PRELOAD", "").replace(":", " ").split() if p not in paths]
+    out["LD_PRELOAD"] = " ".join([*paths, *others])
     return out
 
 

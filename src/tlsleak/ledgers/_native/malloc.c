@@ -1,0 +1,428 @@
+/*
+ * libtlsleak_malloc: counts every heap block of the process, whoever allocates it.
+ *
+ * Loaded with LD_PRELOAD, it defines malloc, calloc, realloc, reallocarray,
+ * free, memalign, aligned_alloc, posix_memalign, valloc and pvalloc, so every
+ * caller in the process reaches them first: the system libcrypto, the OpenSSL
+ * linked into cryptography's wheel, BoringSSL, mbedTLS, a C library's own
+ * allocations, and glibc itself (its internal calls go through the same
+ * symbols).  Each forwards to glibc's own implementation (__libc_malloc and
+ * friends, which glibc exports for exactly this: no dlsym bootstrap, no
+ * allocation before the real allocator is known) and counts.  Block sizes
+ * come from malloc_usable_size, so no header is added and a pointer that
+ * reached free without passing through here is still handled right.
+ *
+ * What is counted, per thread (see "Slots"):
+ *
+ *   blocks, bytes  live blocks and their usable bytes;
+ *   allocs         allocation calls: a call that must get new memory (any
+ *                  malloc-family call with a size, a realloc of NULL or one
+ *                  that grows past the block's usable size).  A failed one
+ *                  counts too, so a run without injection numbers its
+ *                  allocations as tlsleak_malloc_fail_at() does.
+ *
+ * tlsleak_malloc_fail_at(k) makes the k-th allocation from then on, in any
+ * thread, return NULL with errno ENOMEM, once.
+ *
+ * Only the allocator symbols and the tlsleak_malloc_ API are exported (built
+ * with -fvisibility=hidden).  Nothing here prints, and nothing here allocates.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#define API __attribute__((visibility("default")))
+#define LIKELY(x) __builtin_expect(!!(x), 1)
+#define UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* glibc's own allocator, exported under these names (GLIBC_2.2.5). */
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t count, size_t n);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+extern void *__libc_memalign(size_t align, size_t n);
+extern void *__libc_valloc(size_t n);
+extern void *__libc_pvalloc(size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Slots                                                                    */
+
+/*
+ * A thread takes a slot of its own on its first allocation and updates it
+ * with plain loads and stores (relaxed atomics, no lock prefix): the hooks
+ * cost a few adds.  A block freed on another thread than the one that made it
+ * makes that thread's slot go down: only the sum over slots (the process)
+ * means a live count, which is why the process scope is the default.
+ * Slots are cache-line sized so that two threads never write one line.
+ *
+ * When a thread exits, a pthread key destructor folds its slot into `shared`
+ * and recycles the slot.  `shared` also serves threads that find no free
+ * slot, a thread's allocations after its slot was retired (later key
+ * destructors still free memory), and allocations made while a slot is being
+ * taken (the re-entrancy guard below): those update it with atomic adds.
+ */
+typedef struct {
+    alignas(64) int64_t blocks;
+    int64_t bytes;
+    uint64_t allocs;
+} slot;
+
+#define MAX_SLOTS 256
+
+static slot slots[MAX_SLOTS];
+static slot shared;
+static int slots_used;            /* high-water mark, under slots_lock */
+static int free_slots[MAX_SLOTS]; /* recycled slot indexes, under slots_lock */
+static int nfree;
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_key_t slot_key;
+static int have_key;
+
+/* Base of tlsleak_malloc_allocations(), moved by reset (under slots_lock). */
+static uint64_t allocs_base;
+
+/*
+ * initial-exec: a TLS access is one %fs-relative load and never allocates
+ * (a global-dynamic access may call malloc through __tls_get_addr, which
+ * would re-enter the hooks before the slot exists).
+ */
+static __thread slot *my_slot __attribute__((tls_model("initial-exec")));
+
+static slot *acquire_slot(void)
+{
+    /*
+     * The re-entrancy guard: pthread_setspecific allocates the key's second
+     * level array on some threads, which calls malloc, which would come back
+     * here.  Until the slot is ready this thread counts in `shared`.
+     */
+    my_slot = &shared;
+    slot *s = &shared;
+    pthread_mutex_lock(&slots_lock);
+    if (nfree > 0)
+        s = &slots[free_slots[--nfree]];
+    else if (slots_used < MAX_SLOTS)
+        s = &slots[slots_used++];
+    pthread_mutex_unlock(&slots_lock);
+    /* Without the key the slot is never recycled, which keeps every count
+     * right.  The main thread's destructor never runs (exit() does not run
+     * key destructors), which is fine for the same reason. */
+    if (s != &shared && have_key)
+        pthread_setspecific(slot_key, s);
+    my_slot = s;
+    return s;
+}
+
+static void retire_slot(void *arg)
+{
+    slot *s = arg;
+    my_slot = &shared; /* first: later hooks on this thread count in `shared` */
+    pthread_mutex_lock(&slots_lock);
+    __atomic_fetch_add(&shared.blocks, s->blocks, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&shared.bytes, s->bytes, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&shared.allocs, s->allocs, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->blocks, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->bytes, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->allocs, 0, __ATOMIC_RELAXED);
+    free_slots[nfree++] = (int)(s - slots);
+    pthread_mutex_unlock(&slots_lock);
+}
+
+static inline slot *self_slot(void)
+{
+    slot *s = my_slot;
+    return LIKELY(s != NULL) ? s : acquire_slot();
+}
+
+static inline void add(slot *s, int64_t blocks, int64_t bytes, uint64_t allocs)
+{
+    if (UNLIKELY(s == &shared)) {
+        __atomic_fetch_add(&s->blocks, blocks, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->bytes, bytes, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&s->allocs, allocs, __ATOMIC_RELAXED);
+        return;
+    }
+    /* Single writer: load, add, store; the relaxed store only keeps the
+     * reader's concurrent load well defined. */
+    __atomic_store_n(&s->blocks, s->blocks + blocks, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->bytes, s->bytes + bytes, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->allocs, s->allocs + allocs, __ATOMIC_RELAXED);
+}
+
+/* Caller holds slots_lock.  Exact when no other thread allocates meanwhile. */
+static void sum_slots(int64_t *blocks, int64_t *bytes, uint64_t *allocs)
+{
+    int64_t b = __atomic_load_n(&shared.blocks, __ATOMIC_RELAXED);
+    int64_t n = __atomic_load_n(&shared.bytes, __ATOMIC_RELAXED);
+    uint64_t a = __atomic_load_n(&shared.allocs, __ATOMIC_RELAXED);
+    for (int i = 0; i < slots_used; i++) {
+        b += __atomic_load_n(&slots[i].blocks, __ATOMIC_RELAXED);
+        n += __atomic_load_n(&slots[i].bytes, __ATOMIC_RELAXED);
+        a += __atomic_load_n(&slots[i].allocs, __ATOMIC_RELAXED);
+    }
+    *blocks = b;
+    *bytes = n;
+    *allocs = a;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Failure injection                                                        */
+
+static uint64_t fail_target; /* k of fail_at(k); 0 when disarmed */
+static uint64_t armed_count; /* allocations since arming, in every thread */
+static uint64_t injected;    /* failures injected since the process started */
+
+/*
+ * Whether this allocation is the one to fail.  The counter is one atomic for
+ * the whole process, so exactly one allocation, in whichever thread, sees it
+ * reach k; that one disarms (one failure per fail_at).  Unarmed, this is one
+ * relaxed load.
+ */
+static inline int inject(void)
+{
+    uint64_t k = __atomic_load_n(&fail_target, __ATOMIC_ACQUIRE);
+    if (LIKELY(k == 0))
+        return 0;
+    if (__atomic_add_fetch(&armed_count, 1, __ATOMIC_RELAXED) != k)
+        return 0;
+    __atomic_store_n(&fail_target, 0, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&injected, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The allocator                                                            */
+
+/* Count a new block `p` (or a failed allocation, p NULL). */
+static inline void *counted(void *p)
+{
+    slot *s = self_slot();
+    if (LIKELY(p != NULL))
+        add(s, 1, (int64_t)malloc_usable_size(p), 1);
+    else
+        add(s, 0, 0, 1);
+    return p;
+}
+
+/* An injected failure: counted as an allocation, NULL with ENOMEM. */
+static void *failed(void)
+{
+    add(self_slot(), 0, 0, 1);
+    errno = ENOMEM;
+    return NULL;
+}
+
+/*
+ * The exported entry points call these, never each other: a call between
+ * two exported functions would go through the PLT and could reach another
+ * preloaded allocator instead of this one.
+ */
+static void *do_malloc(size_t n)
+{
+    if (UNLIKELY(inject()))
+        return failed();
+    return counted(__libc_malloc(n));
+}
+
+static void *do_memalign(size_t align, size_t n)
+{
+    if (UNLIKELY(inject()))
+        return failed();
+    return counted(__libc_memalign(align, n));
+}
+
+static void *do_realloc(void *p, size_t n)
+{
+    if (p == NULL)
+        return do_malloc(n);
+    int64_t old = (int64_t)malloc_usable_size(p);
+    if (n == 0) {
+        /* glibc frees the block and returns NULL (REALLOC_ZERO_BYTES_FREES). */
+        void *q = __libc_realloc(p, 0);
+        if (q == NULL)
+            add(self_slot(), -1, -old, 0);
+        else
+            add(self_slot(), 0, (int64_t)malloc_usable_size(q) - old, 0);
+        return q;
+    }
+    int grows = n > (size_t)old;
+    if (grows && UNLIKELY(inject()))
+        return failed(); /* the old block is still there, still counted */
+    void *q = __libc_realloc(p, n);
+    slot *s = self_slot();
+    if (q == NULL)
+        add(s, 0, 0, (uint64_t)grows);
+    else
+        add(s, 0, (int64_t)malloc_usable_size(q) - old, (uint64_t)grows);
+    return q;
+}
+
+API void *malloc(size_t n) { return do_malloc(n); }
+
+API void *calloc(size_t count, size_t n)
+{
+    if (UNLIKELY(inject()))
+        return failed();
+    return counted(__libc_calloc(count, n));
+}
+
+API void free(void *p)
+{
+    if (p == NULL)
+        return;
+    int64_t size = (int64_t)malloc_usable_size(p);
+    __libc_free(p);
+    add(self_slot(), -1, -size, 0);
+}
+
+API void *realloc(void *p, size_t n) { return do_realloc(p, n); }
+
+API void *reallocarray(void *p, size_t count, size_t n)
+{
+    size_t total;
+    if (__builtin_mul_overflow(count, n, &total)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return do_realloc(p, total);
+}
+
+API void *memalign(size_t align, size_t n) { return do_memalign(align, n); }
+
+/* C17 leaves a bad alignment to the implementation; glibc's own aligned_alloc
+ * takes the same path as memalign, and so does this one. */
+API void *aligned_alloc(size_t align, size_t n) { return do_memalign(align, n); }
+
+API int posix_memalign(void **out, size_t align, size_t n)
+{
+    if (align < sizeof(void *) || (align & (align - 1)) != 0)
+        return EINVAL; /* checked first, as glibc does: not an allocation */
+    int saved = errno; /* posix_memalign reports through its result, not errno */
+    void *p = do_memalign(align, n);
+    errno = saved;
+    if (p == NULL)
+        return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+API void *valloc(size_t n)
+{
+    if (UNLIKELY(inject()))
+        return failed();
+    return counted(__libc_valloc(n));
+}
+
+API void *pvalloc(size_t n)
+{
+    if (UNLIKELY(inject()))
+        return failed();
+    return counted(__libc_pvalloc(n));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Installation                                                             */
+
+/*
+ * fork() from one thread while another holds slots_lock would leave the
+ * child's copy locked for ever (the child's first new thread would block in
+ * acquire_slot): hold it across the fork.
+ */
+static void before_fork(void) { pthread_mutex_lock(&slots_lock); }
+
+static void after_fork(void) { pthread_mutex_unlock(&slots_lock); }
+
+__attribute__((constructor)) static void tlsleak_malloc_init(void)
+{
+    have_key = pthread_key_create(&slot_key, retire_slot) == 0;
+    pthread_atfork(before_fork, after_fork, after_fork);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The API (for ctypes; see tlsleak/ledgers/interposer.py)                  */
+
+/*
+ * 1 if the process's malloc and free are this library's: it was preloaded
+ * (or linked first).  Loaded later, with dlopen, it is mapped but every
+ * caller already resolved malloc to glibc's, and it counts nothing.
+ *
+ * Tried, not compared: one block through the process's own malloc and free
+ * must move this thread's counts.  (Comparing addresses does not work: in a
+ * non-PIE executable, such as Debian's python3, the address of malloc is the
+ * executable's PLT entry, whichever library's malloc that entry reaches.)
+ */
+API int tlsleak_malloc_active(void)
+{
+    void *(*process_malloc)(size_t) = (void *(*)(size_t))dlsym(RTLD_DEFAULT, "malloc");
+    void (*process_free)(void *) = (void (*)(void *))dlsym(RTLD_DEFAULT, "free");
+    if (process_malloc == NULL || process_free == NULL)
+        return 0;
+    slot *s = self_slot();
+    int64_t before = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
+    void *p = process_malloc(16);
+    int64_t during = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
+    process_free(p);
+    int64_t after = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
+    return p != NULL && during == before + 1 && after == before;
+}
+
+/* Live blocks and usable bytes: summed over every thread (thread == 0), or
+ * the calling thread's own slot (thread != 0: allocated minus freed here). */
+API void tlsleak_malloc_counts(int thread, int64_t *blocks, int64_t *bytes)
+{
+    if (thread) {
+        slot *s = self_slot();
+        *blocks = __atomic_load_n(&s->blocks, __ATOMIC_RELAXED);
+        *bytes = __atomic_load_n(&s->bytes, __ATOMIC_RELAXED);
+        return;
+    }
+    uint64_t allocs;
+    pthread_mutex_lock(&slots_lock);
+    sum_slots(blocks, bytes, &allocs);
+    pthread_mutex_unlock(&slots_lock);
+}
+
+/* Allocation calls in every thread since the last reset. */
+API uint64_t tlsleak_malloc_allocations(void)
+{
+    int64_t blocks, bytes;
+    uint64_t allocs;
+    pthread_mutex_lock(&slots_lock);
+    sum_slots(&blocks, &bytes, &allocs);
+    allocs -= allocs_base;
+    pthread_mutex_unlock(&slots_lock);
+    return allocs;
+}
+
+/* Restart tlsleak_malloc_allocations() at 0 (slots belong to their threads,
+ * so this moves a base rather than clearing them). */
+API void tlsleak_malloc_reset_allocations(void)
+{
+    int64_t blocks, bytes;
+    uint64_t allocs;
+    pthread_mutex_lock(&slots_lock);
+    sum_slots(&blocks, &bytes, &allocs);
+    allocs_base = allocs;
+    pthread_mutex_unlock(&slots_lock);
+}
+
+/* Make the k-th allocation from now (1-based, any thread) fail, once; 0 disarms. */
+API void tlsleak_malloc_fail_at(uint64_t k)
+{
+    __atomic_store_n(&fail_target, 0, __ATOMIC_RELAXED);
+    if (k == 0)
+        return;
+    __atomic_store_n(&armed_count, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&fail_target, k, __ATOMIC_RELEASE);
+}
+
+/* Failures injected since the process started. */
+API uint64_t tlsleak_malloc_failed(void)
+{
+    return __atomic_load_n(&injected, __ATOMIC_RELAXED);
+}

@@ -1,0 +1,189 @@
+"""The malloc interposer (``_native/libtlsleak_malloc.so``) from Python.
+
+The interposer is a plain shared library built from ``_native/malloc.c`` when
+the package is installed.  Preloaded (``LD_PRELOAD``), it is the process's
+``malloc``, ``free``, ``realloc`` and the rest of the family: every caller
+reaches it, whatever TLS stack it is (the system libcrypto, the OpenSSL inside
+cryptography's wheel, BoringSSL, a C library's own calls), and it forwards to
+glibc after counting.  Loaded any later (with ctypes), every caller has
+already bound ``malloc`` to glibc's, so it would count nothing:
+:func:`interposer` then refuses, with the reason, rather than report zero.
+
+:func:`tlsleak.ledgers.shim.preload_env` puts it in a child's ``LD_PRELOAD``
+next to the OpenSSL heap shim.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+from typing import Final
+
+from tlsleak.ledgers.base import LedgerUnavailable
+
+__all__ = [
+    "INTERPOSER_NAME",
+    "Interposer",
+    "interposer",
+    "interposer_path",
+    "is_interposing",
+]
+
+#: File name of the interposer, in ``tlsleak/ledgers/_native/``.
+INTERPOSER_NAME: Final = "libtlsleak_malloc.so"
+
+_INACTIVE: Final = "the heap ledger is not active"
+
+
+def interposer_path() -> Path:
+    """Where the built interposer is; :class:`LedgerUnavailable` if it was not built."""
+    path = Path(__file__).resolve().parent / "_native" / INTERPOSER_NAME
+    if not path.is_file():
+        raise LedgerUnavailable(
+            f"{_INACTIVE}: the malloc interposer is not built ({path} is missing). "
+            "Installing tlsleak (pip install . or pip install -e .) compiles it from "
+            "src/tlsleak/ledgers/_native/malloc.c with a C compiler (gcc); the build "
+            "printed why it could not"
+        )
+    return path
+
+
+class Interposer:
+    """The interposer's C API (``tlsleak_malloc_*`` in ``_native/malloc.c``).
+
+    Use :func:`interposer` to get one: it checks that it is the process's malloc.
+    Blocks and bytes are live heap blocks and their usable sizes
+    (``malloc_usable_size``), of the whole process or of the calling thread.
+    """
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self._lib = lib
+        i64p = ctypes.POINTER(ctypes.c_int64)
+        u64 = ctypes.c_uint64
+        for name, restype, argtypes in (
+            ("active", ctypes.c_int, []),
+            ("counts", None, [ctypes.c_int, i64p, i64p]),
+            ("allocations", u64, []),
+            ("reset_allocations", None, []),
+            ("fail_at", None, [u64]),
+            ("failed", u64, []),
+        ):
+            fn = getattr(lib, f"tlsleak_malloc_{name}")
+            fn.restype = restype
+            fn.argtypes = argtypes
+        self._counts = lib.tlsleak_malloc_counts
+        # Reused: a snapshot runs twice per attempt, and new ctypes objects
+        # would be Python allocations of their own inside the measured window.
+        self._blocks = ctypes.c_int64()
+        self._bytes = ctypes.c_int64()
+        self._blocks_ref = ctypes.byref(self._blocks)
+        self._bytes_ref = ctypes.byref(self._bytes)
+
+    @property
+    def path(self) -> str:
+        """The loaded interposer's path."""
+        return str(self._lib._name)
+
+    def active(self) -> bool:
+        """Whether the process's ``malloc`` and ``free`` are the interposer's."""
+        return bool(self._lib.tlsleak_malloc_active())
+
+    def counts(self, *, thread: bool = False) -> tuple[int, int]:
+        """(live blocks, live bytes) of the process, or allocated minus freed by this thread.
+
+        The process's sum is exact when no other thread allocates meanwhile.
+        """
+        self._counts(1 if thread else 0, self._blocks_ref, self._bytes_ref)
+        return self._blocks.value, self._bytes.value
+
+    def reset_allocations(self) -> None:
+        """Restart :meth:`allocations` at zero."""
+        self._lib.tlsleak_malloc_reset_allocations()
+
+    def allocations(self) -> int:
+        """Allocation calls in every thread since :meth:`reset_allocations`.
+
+        An allocation is a call that needs new memory: any malloc-family call,
+        ``realloc`` of NULL, or a ``realloc`` past the block's usable size.
+        :meth:`fail_at` counts the same.
+        """
+        return int(self._lib.tlsleak_malloc_allocations())
+
+    def fail_at(self, k: int) -> None:
+        """Make the ``k``-th allocation from now (1-based, any thread) return NULL, once.
+
+        The failing call sets ``errno`` to ``ENOMEM``; 0 disarms.
+        """
+        if k < 0:
+            raise ValueError(f"k must be at least 0, not {k}")
+        self._lib.tlsleak_malloc_fail_at(k)
+
+    def failed(self) -> int:
+        """Allocation failures injected so far in this process."""
+        return int(self._lib.tlsleak_malloc_failed())
+
+
+def _mapped() -> str | None:
+    """The path of a libtlsleak_malloc.so mapped into this process, if any."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                path = line.rstrip("\n").partition("/")[2]
+                if path and Path("/" + path).name == INTERPOSER_NAME:
+                    return "/" + path
+    except OSError:  # no /proc: ask the dynamic linker about our own copy
+        try:
+            path = str(interposer_path())
+            ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+        except (OSError, LedgerUnavailable):
+            return None
+        return path
+    return None
+
+
+def _preload_hint() -> str:
+    try:
+        where = str(interposer_path())
+    except LedgerUnavailable as exc:
+        return f"build it first ({exc})"
+    return f"start the process with LD_PRELOAD={where} (tlsleak does this for its workers)"
+
+
+_active: Interposer | None = None
+
+
+def interposer() -> Interposer:
+    """The interposer of this process; :class:`LedgerUnavailable` (saying why) otherwise.
+
+    Either it is not loaded at all, or it was loaded after the process
+    started, so that it is not the process's ``malloc``.
+    """
+    global _active
+    if _active is not None:
+        return _active
+    loaded = _mapped()
+    if loaded is None:
+        raise LedgerUnavailable(
+            f"{_INACTIVE}: the malloc interposer ({INTERPOSER_NAME}) is not loaded in this "
+            "process; " + _preload_hint()
+        )
+    # RTLD_NOLOAD: a handle on the copy already loaded, never a second load.
+    found = Interposer(ctypes.CDLL(loaded, mode=os.RTLD_NOLOAD | os.RTLD_NOW))
+    if not found.active():
+        raise LedgerUnavailable(
+            f"{_INACTIVE}: the malloc interposer {loaded} is loaded but is not the "
+            "process's malloc: it was loaded after the process started (e.g. with "
+            "ctypes), when every caller had already found glibc's; " + _preload_hint()
+        )
+    _active = found  # preloaded once, it stays the malloc for the life of the process
+    return found
+
+
+def is_interposing() -> bool:
+    """Whether the interposer is this process's malloc (the ``heap`` ledger can count)."""
+    try:
+        interposer()
+    except LedgerUnavailable:
+        return False
+    return True
