@@ -20,12 +20,14 @@ entries left on OpenSSL's error queue).
 from __future__ import annotations
 
 import enum
+import errno
 import gc
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, runtime_checkable
 
 from tlsleak.cases.case import InitCase, decode
+from tlsleak.check.confirm import CONFIRMS, SLOPE_WARMUPS, Tally, slope_counters
 from tlsleak.ledgers import Counts, Ledger, Site, growth, make_ledger
 from tlsleak.openssl.errors import OpenSSLError
 from tlsleak.openssl.hygiene import ErrorStates
@@ -111,6 +113,11 @@ def root_counters(delta: Mapping[str, int]) -> list[str]:
     """
     typed = [name for name in OWNERSHIP if name in delta]
     if not typed:
+        if any(name.startswith("heap.") for name in delta):
+            # Every OpenSSL heap block is a malloc block too: with both heap
+            # ledgers on, one loss is counted twice, and the process heap's
+            # names (the ones either ledger alone used to give) name it.
+            return sorted(name for name in delta if not name.startswith("openssl-heap."))
         return sorted(delta)
     outer = OWNERSHIP.index(typed[0])
     return sorted(name for name in typed if OWNERSHIP.index(name) <= outer + 1)
@@ -315,6 +322,12 @@ class Oracle:
     ``ledgers`` defaults to the ledgers the target names; pass ledger names or
     :class:`~tlsleak.ledgers.Ledger` objects to choose.  ``replays`` is how many
     re-runs must show the growth again (at least 1).
+
+    Replays start when a counter grew, except counters a ledger marks
+    ``report_only`` (heap bytes).  ``confirm`` is how they confirm growth
+    (:mod:`tlsleak.check.confirm`): on ``"every"`` replay, by ``"slope"``
+    after warm-up, or ``"auto"``: by slope for ledgers that ask for it
+    (``slope_verdict``).
     """
 
     def __init__(
@@ -324,11 +337,15 @@ class Oracle:
         ledgers: Iterable[str | Ledger] | None = None,
         replays: int = DEFAULT_REPLAYS,
         warmups: int = 0,
+        confirm: str = "auto",
     ) -> None:
         if replays < 1:
             raise ValueError(f"replays must be at least 1, not {replays}")
         if warmups < 0:
             raise ValueError(f"warmups must be at least 0, not {warmups}")
+        if confirm not in CONFIRMS:
+            raise ValueError(f"confirm must be one of {', '.join(CONFIRMS)}, not {confirm!r}")
+        self.confirm = confirm
         self.target = target
         self.replays = replays
         #: Unjudged replays before the judged ones, once a count grew: a
@@ -355,6 +372,13 @@ class Oracle:
         counters = [x for x in self.ledgers if isinstance(x, FaultInjector)]
         counters.sort(key=lambda x: getattr(x, "name", "") != "openssl-heap")
         self._counter: FaultInjector | None = counters[0] if counters else None
+        #: Counters whose growth alone does not start replays.
+        self._quiet = frozenset(n for x in self.ledgers for n in getattr(x, "report_only", ()))
+
+    def _tally(self) -> Tally:
+        """A judge for one case's replays (the delta lists counters in the ledgers' order)."""
+        slope = slope_counters(self.ledgers, self.confirm)
+        return Tally(slope=slope, quiet=self._quiet, replays=self.replays, order=self._snapshot())
 
     def start(self) -> Oracle:
         """Start every ledger, and keep only those that see the target.
@@ -441,8 +465,12 @@ class Oracle:
         return outcome, growth(before, after), before, left
 
     def _after_collection(self, before: Counts) -> dict[str, int]:
+        return growth(before, self._collected())
+
+    def _collected(self) -> dict[str, int]:
+        """The counts after a full collection."""
         gc.collect()
-        return growth(before, self._snapshot())
+        return self._snapshot()
 
     def check(self, case: InitCase, *, fail_at: int | None = None) -> Verdict:
         """Run ``case`` once, replay it if any count grew, and return the verdict.
@@ -501,32 +529,36 @@ class Oracle:
                     FindingKind.ERROR_QUEUE, name, case, outcome, errors_left=left, fail_at=fail_at
                 )
             )
-        if grown:
-            leak = self._confirm(case, outcome, self._after_collection(before))
+        if any(name not in self._quiet for name in grown):
+            leak = self._confirm(case, outcome, grown, self._after_collection(before))
             if leak is not None:
                 findings.append(leak)
         return Verdict(case, outcome, tuple(findings), allocations)
 
     def _confirm(
-        self, case: InitCase, outcome: Outcome, uncollected: dict[str, int]
+        self, case: InitCase, outcome: Outcome, grown: dict[str, int], uncollected: dict[str, int]
     ) -> Finding | None:
         # The first run grew; did the collector free it?  That decides what we
         # look for in the replays: growth that survives collection (a leak) or
         # growth that only collection undoes (a cycle).
-        cycle = not uncollected
-        for _ in range(self.warmups):
+        tally = self._tally()
+        cycle = tally.decide_cycle(grown, uncollected)
+        warmups = max(self.warmups, SLOPE_WARMUPS) if tally.slope else self.warmups
+        for _ in range(warmups):
             self._attempt(case)
-        recurring: dict[str, int] | None = None
         for _ in range(self.replays):
-            _outcome, grown, before, _left = self._attempt(case)
-            survived = self._after_collection(before) if grown else {}
-            seen = grown if cycle else survived
-            if cycle and survived:
-                seen = {}  # this replay leaked for real: not the same behaviour
-            recurring = _common(recurring, seen)
-            if not recurring:
+            _outcome, again, before, _left = self._attempt(case)
+            if tally.slope:  # a slope needs signed counts: every replay is measured
+                ran, collected = self._snapshot(), self._collected()
+                going = tally.add(again, growth(before, collected), (before, ran, collected))
+            else:
+                survived = self._after_collection(before) if again else {}
+                going = tally.add(again, survived)
+            if not going:
                 return None
-        assert recurring is not None
+        recurring = tally.delta()
+        if recurring is None:
+            return None
         kind = FindingKind.CYCLE if cycle else FindingKind.LEAK
         sites = () if cycle else self._attribute(case)
         first = min((s for s in sites if s.first), key=lambda s: s.first, default=None)
@@ -564,11 +596,17 @@ def _out_of_memory_is_a_rejection(outcome: Outcome) -> Outcome:
     """With an allocation made to fail, ``MemoryError`` is the right reaction, not a finding.
 
     A binding that turns the NULL into ``MemoryError`` has handled it; what it
-    leaked or left queued on the way is still judged.
+    leaked or left queued on the way is still judged.  So has Python code
+    whose system call failed for want of memory (``OSError`` with ``ENOMEM``:
+    the process-wide ``heap`` ledger fails glibc's allocations too).
     """
-    if outcome.status is Status.ERROR and outcome.message.startswith("MemoryError"):
+    message = outcome.message
+    if outcome.status is Status.ERROR and message.startswith(("MemoryError", _ENOMEM)):
         return replace(outcome, status=Status.REJECTED)
     return outcome
+
+
+_ENOMEM: Final = f"OSError: [Errno {errno.ENOMEM}]"
 
 
 def settle_collector() -> None:
@@ -586,13 +624,6 @@ def settle_collector() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def _common(so_far: dict[str, int] | None, seen: dict[str, int]) -> dict[str, int]:
-    """Counters that grew in every replay so far, with the smallest growth."""
-    if so_far is None:
-        return dict(seen)
-    return {k: min(v, seen[k]) for k, v in so_far.items() if k in seen}
 
 
 @runtime_checkable
