@@ -180,7 +180,10 @@ def test_executions_are_counted_across_restarts(
     campaign = Campaign(options, on_status=on_status, status_every=0.2)
     status = campaign.run()
     assert status.restarts >= 3
-    assert status.execs >= 30 * status.restarts
+    # 30 calls per life; a life's first input may be replayed 5 times (the
+    # process heap sees the interpreter's first-time caches grow), so at
+    # least 24 of them are executions of their own.
+    assert status.execs >= 24 * status.restarts
     assert status.no_work is None
     # The restart rate is shown, live and in the summary.
     assert "restarts (" in status_line(shown[-1])

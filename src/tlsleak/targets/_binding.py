@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.bindings.openssl.binding import Binding
 
+from tlsleak.ledgers import heap_available
 from tlsleak.targets.base import Probe
 
 __all__ = ["binding_ledgers", "binding_probe", "binding_version"]
@@ -41,17 +42,21 @@ def binding_probe(via: str = "cryptography's OpenSSL binding") -> Probe:
 
 @cache
 def binding_ledgers() -> tuple[str, ...]:
-    """The typed ledger and descriptors always; the heap ledger too when it can see the binding.
+    """The typed ledger and descriptors always; the heap ledgers where they can count.
 
-    The PyPI wheels of cryptography carry an OpenSSL of their own, which the
-    heap shim (hooked into the system libcrypto) never sees.  Where the
-    binding runs on the system libcrypto (Debian's python3-cryptography, or
-    a venv with system site packages) and the shim is preloaded, the heap
-    ledger covers pyOpenSSL too: that is tried, not guessed.
+    The process heap (``heap``) sees the binding's OpenSSL whichever it is,
+    wherever the malloc interposer is preloaded (tlsleak's workers).  The
+    PyPI wheels of cryptography carry an OpenSSL of their own, which the
+    OpenSSL heap shim (hooked into the system libcrypto) never sees.  Where
+    the binding runs on the system libcrypto (Debian's python3-cryptography,
+    or a venv with system site packages) and the shim is preloaded,
+    ``openssl-heap`` covers pyOpenSSL too, with its OpenSSL file:line sites:
+    that is tried, not guessed.
     """
     try:
         native = importlib.import_module("tlsleak.ledgers.shim")
         sees = bool(native.heap_sees(_allocate_a_bio))
     except ImportError:  # a build without the shim
         sees = False
-    return ("openssl-objects", "openssl-heap", "fds") if sees else ("openssl-objects", "fds")
+    heap = ("heap",) if heap_available() else ()
+    return ("openssl-objects", *(("openssl-heap",) if sees else ()), *heap, "fds")

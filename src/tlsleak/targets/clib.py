@@ -17,11 +17,14 @@ server name: an encrypted key is loaded without a password.
 
 The library is loaded when the target is made, so a path that is not a
 loadable library, or a missing or wrong symbol, is reported as one line before
-any case runs.  Resources are counted by the native heap ledger (the
-library's OpenSSL allocations) and the fd ledger; the Python object ledger
-can't see into C.  That the heap ledger sees the library is tried when an
-oracle starts (:meth:`CLibraryTarget.probe`): a library on an OpenSSL of its
-own (linked statically, or another build) is invisible to it.
+any case runs.  Resources are counted by the process heap ledger (``heap``:
+every malloc, whatever TLS stack the library uses, where the interposer is
+preloaded), the OpenSSL heap ledger (the system libcrypto's allocations, with
+their OpenSSL file:line sites) and the fd ledger; the Python object ledger
+can't see into C.  That the OpenSSL heap ledger sees the library is tried
+when an oracle starts (:meth:`CLibraryTarget.probe`): a library on an
+OpenSSL of its own (linked statically, or another build), or on none, is
+invisible to it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tlsleak.cases.case import InitCase, Mode
+from tlsleak.ledgers import heap_available
 from tlsleak.openssl.errors import (
     SYSTEM_LIBCRYPTO,
     ErrorQueue,
@@ -180,8 +184,6 @@ class CLibraryTarget:
     not a loadable shared library or does not define ``symbol`` as a function.
     """
 
-    ledgers: tuple[str, ...] = ("openssl-heap", "fds")
-
     def __init__(self, path: str, symbol: str = DEFAULT_SYMBOL, *, name: str | None = None) -> None:
         spec = name or (
             f"{C_PREFIX}{path}" if symbol == DEFAULT_SYMBOL else f"{C_PREFIX}{path}:{symbol}"
@@ -255,6 +257,15 @@ class CLibraryTarget:
         if own == system:
             return system_error_queue()
         return SystemErrorQueue(self._lib)  # its own (e.g. statically linked) OpenSSL
+
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        """The OpenSSL heap, the process heap where preloaded (any allocator), descriptors.
+
+        ``openssl-heap`` is refused at start on a library that does not call
+        the system libcrypto; ``heap`` sees its malloc calls whatever it is.
+        """
+        return ("openssl-heap", "heap", "fds") if heap_available() else ("openssl-heap", "fds")
 
     def error_queue(self) -> ErrorQueue | None:
         return self._queue

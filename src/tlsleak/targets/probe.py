@@ -11,14 +11,20 @@ started must count one object that the target allocates through its own stack
 The rule :func:`sift` applies to the ledgers bound to one OpenSSL stack
 (``stack_bound``, see :class:`~tlsleak.ledgers.Ledger`): one that counts the
 object *sees* the target, one that does not is *blind*.  A ledger of the whole
-process (the descriptors) is neither, and is kept.  Blind ledgers are dropped and named
+process (the descriptors) is neither, and is kept.  The process heap (``heap``)
+counts the whole process too, but is probed like a bound ledger
+(``probe_fallback``): it sees every stack that allocates with malloc, which
+the probe's object shows, or one malloc of its own where the target's stack
+has nothing to allocate through (a C library without OpenSSL); only a stack
+with an allocator of its own escapes it.  Blind ledgers are dropped and named
 when a seeing ledger covers the target.  When none does, nothing would be
 measured, and starting fails with :class:`~tlsleak.ledgers.LedgerBlind`:
 one line naming the ledger, the target and why.  Targets without a probe
 (user callables) are not probed.
 
 :func:`survey` probes every ledger on a list of targets in one child process
-that has the heap shim preloaded (the CLI's own process has not), for
+that has the heap shim and the malloc interposer preloaded (the CLI's own
+process has not), for
 ``tlsleak targets``.  Run as ``python -m tlsleak.targets.probe FD NAME...``,
 that child writes its JSON answer to descriptor FD.
 """
@@ -78,16 +84,22 @@ def _blind_line(ledger: Ledger, target: Target, probe: Probe) -> str:
 def sight(target: Target, ledger: Ledger, probe: Probe | None = None) -> Sight:
     """Whether ``ledger`` (started) sees ``target``, by one allocation through the target's stack.
 
-    ``probe`` is the target's, when the caller already has it.
+    ``probe`` is the target's, when the caller already has it.  A ledger of
+    the whole process with a ``probe_fallback`` (the process heap) is probed
+    too, and when the target's stack offers nothing to allocate through, it
+    is shown to count by allocating on its own (one malloc).
     """
-    if not getattr(ledger, "stack_bound", False) or not isinstance(target, Probed):
+    fallback = getattr(ledger, "probe_fallback", None)
+    bound = getattr(ledger, "stack_bound", False)
+    if not (bound or fallback is not None) or not isinstance(target, Probed):
         return Sight(ledger.name, None)
     if probe is None:
         probe = target.probe()
-    if probe.allocate is None:
+    allocate = probe.allocate or fallback
+    if allocate is None:
         return Sight(ledger.name, False, _blind_line(ledger, target, probe))
     try:
-        seen = counts_allocation(ledger, probe.allocate)
+        seen = counts_allocation(ledger, allocate)
     except Exception as exc:  # a probe that cannot allocate shows nothing either
         why = f"ledger {ledger.name} could not be probed on target {target.name}: {exc!r}"
         return Sight(ledger.name, False, " ".join(why.split()))

@@ -8,8 +8,8 @@ chain and key with ``load_cert_chain``; create the connection object with
 Teardown is CPython's normal one: dropping the last reference frees each object.
 
 Python's ``ssl`` runs on the system's libssl/libcrypto, so the system
-libcrypto's error queue is the one checked, and the native heap ledger sees
-the allocations.
+libcrypto's error queue is the one checked, and both heap ledgers see the
+allocations (``openssl-heap`` with OpenSSL's file:line sites).
 
 What the path decides, and why:
 
@@ -52,6 +52,7 @@ from typing import Final
 
 from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
 from tlsleak.cases.case import InitCase, Mode
+from tlsleak.ledgers import heap_available
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError, system_error_queue
 from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
 
@@ -294,11 +295,15 @@ class StdlibSSLTarget:
 
     name = "ssl"
     description = "stdlib ssl: context, CA data, cert chain+key files, connection, SNI"
-    ledgers: tuple[str, ...] = ("openssl-heap", "fds")
 
     def __init__(self) -> None:
         sweep_scratch()  # what killed workers left: this target's start is the next start
         self._stages = _calibrate_stages()
+
+    @property
+    def ledgers(self) -> tuple[str, ...]:
+        """The OpenSSL heap (with its sites), the process heap where preloaded, descriptors."""
+        return ("openssl-heap", "heap", "fds") if heap_available() else ("openssl-heap", "fds")
 
     def error_queue(self) -> ErrorQueue:
         return system_error_queue()
