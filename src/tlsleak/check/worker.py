@@ -20,6 +20,11 @@ none, then writes its "Enter PEM pass phrase:" to that stderr and reads
 nothing: the child reads its stderr back after each case and gives the case
 a ``prompt`` finding when a pass-phrase prompt appeared.
 
+The child is kept off the network: before it imports the target it moves
+into a network namespace of its own with only loopback up
+(:mod:`tlsleak.check.netns`), and its ready message says whether that worked
+(:attr:`IsolatedOracle.network`), so that a report can say when it did not.
+
 The parent and the child talk over two pipes of their own (not stdin and
 stdout, which the code under test may use): each message is a 4-byte
 big-endian length and that many bytes.  Requests are an operation byte, an
@@ -48,6 +53,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tlsleak.cases.case import InitCase, decode
+from tlsleak.check.netns import Network, isolate
 from tlsleak.check.oracle import (
     DEFAULT_REPLAYS,
     Finding,
@@ -145,6 +151,8 @@ class IsolatedOracle:
         self.restarts = 0
         #: Ledgers the child dropped because they cannot see the target, with why.
         self.blind: dict[str, str] = {}
+        #: Whether the child is off the network (tlsleak.check.netns); None until started.
+        self.network: Network | None = None
         #: Why no case can be checked any more (the child died on a case and
         #: could not be restarted); checking then raises WorkerError with it.
         self.failure: str | None = None
@@ -261,6 +269,7 @@ class IsolatedOracle:
         self.ledger_names = reply["ledgers"]
         self.blind = dict(reply.get("blind", {}))
         self.can_fail_allocations = reply["injector"]
+        self.network = Network.from_json(reply.get("network"))
 
     def _receive(self, deadline: float) -> dict[str, Any] | None:
         payload = _read(self._from_child, deadline)
@@ -408,6 +417,8 @@ def _serve(oracle: Oracle, requests: int, replies: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the child (``python -m tlsleak.check.worker``); not for users."""
+    # Off the network before the target is imported, while this is one thread.
+    network = isolate()
     from tlsleak.ledgers import LedgerBlind, LedgerUnavailable
     from tlsleak.targets import UnknownTarget, resolve_target
 
@@ -434,6 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ledgers": [ledger.name for ledger in oracle.ledgers],
         "blind": oracle.blind,
         "injector": oracle.injector is not None,
+        "network": network.to_json(),
     }
     _write(args.replies, json.dumps(ready).encode())
     try:

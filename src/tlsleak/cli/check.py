@@ -145,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
         if show_progress:
             progress(sys.stderr, "")
     elapsed = time.monotonic() - started_at
-    print(text.check_report(oracle.target_name, files, statuses, findings, elapsed))
+    print(
+        text.check_report(
+            oracle.target_name, files, statuses, findings, elapsed, network=oracle.network
+        )
+    )
     for why in oracle.blind.values():
         print(f"not counted: {why}")
     if args.json is not None:
@@ -156,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             files=files,
             statuses=statuses,
             findings=findings,
+            network=oracle.network,
         )
         _write_report(args.json, json_report.encode(report))
     if store is not None and findings:

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     spec, what = _target_to_load(args, stored)
     print(f"target: {spec} ({what})")
     oracle = started(IsolatedOracle(spec, replays=args.replays, timeout=args.timeout))
+    if oracle.network is not None and (line := oracle.network.warning()):
+        print(line)  # the worker could reach the network (tlsleak.check.netns)
     reproduction: Reproduction | None = None
     try:
         if recorded.fail_at is None:

@@ -1,7 +1,9 @@
 """The JSON report of ``tlsleak check`` (``--json FILE``).
 
 Unlike the text report it holds every finding, each with the case file that
-showed it and all of its allocation sites.
+showed it and all of its allocation sites, and ``network``: whether the
+worker was off the network (:class:`tlsleak.check.netns.Network`), whatever
+the answer.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsleak._version import __version__
+from tlsleak.check.netns import Network
 from tlsleak.check.oracle import Finding
 
 __all__ = ["check_report", "encode"]
@@ -26,8 +29,12 @@ def check_report(
     files: Sequence[Path],
     statuses: Counter[str],
     findings: Sequence[tuple[Path, Finding]],
+    network: Network | None = None,
 ) -> dict[str, Any]:
-    """The report of a check of ``files`` on ``target`` with ``ledgers``, as JSON data."""
+    """The report of a check of ``files`` on ``target`` with ``ledgers``, as JSON data.
+
+    ``network`` (the worker's) is left out only when it is not known.
+    """
     return {
         "tool": "tlsleak",
         "version": __version__,
@@ -36,6 +43,7 @@ def check_report(
         "replays": replays,
         "cases": len(files),
         "outcomes": dict(statuses),
+        **({"network": network.to_json()} if network is not None else {}),
         "findings": [{**f.to_json(), "file": str(path)} for path, f in findings],
     }
 

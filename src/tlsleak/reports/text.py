@@ -2,7 +2,9 @@
 
 Findings that share a signature (one missing free, say) are one row, however
 many cases and steps show them; the allocation sites of each distinct leak
-follow the table, and the last line says how to re-run one example.
+follow the table, and the last line says how to re-run one example.  When
+the worker could not be taken off the network, a line after the first says
+so (nothing is added when it was: the usual report stays as it is).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tlsleak.check.netns import Network
 from tlsleak.check.oracle import Finding
 
 __all__ = ["SITES_SHOWN", "check_report"]
@@ -25,10 +28,18 @@ def check_report(
     statuses: Counter[str],
     findings: Sequence[tuple[Path, Finding]],
     elapsed: float,
+    *,
+    network: Network | None = None,
 ) -> str:
-    """The report of a check of ``files`` on ``target``, as lines without a final newline."""
+    """The report of a check of ``files`` on ``target``, as lines without a final newline.
+
+    ``network`` is the worker's (:attr:`IsolatedOracle.network
+    <tlsleak.check.worker.IsolatedOracle.network>`): one line when it was not isolated.
+    """
     outcome_text = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     lines = [f"{target}: {len(files)} cases in {elapsed:.1f}s ({outcome_text})"]
+    if network is not None and (warning := network.warning()):
+        lines.append(warning)
     if not findings:
         lines.append("no findings: every live count returned to its baseline")
         return "\n".join(lines)
