@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
     status, signum = run_campaign(_options(args), quiet=args.quiet)
     print(summary_title(status))
     Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
+    if status.network is not None and (line := status.network.warning()):
+        print(line)  # the workers could reach the network (tlsleak.check.netns)
     if status.findings:
         print(
             f"\n{len(status.findings)} distinct findings in {args.out / 'findings'}; "

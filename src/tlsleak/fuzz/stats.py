@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from tlsleak.check.netns import Network
 from tlsleak.fuzz.guidance import is_alloc_bucket, is_error_pair
 
 __all__ = ["STATS_EVERY", "CampaignStatus", "FindingRecord", "Stats", "WorkerStatus"]
@@ -32,6 +33,8 @@ class WorkerStatus:
     execs: int = 0
     restarts: int = 0
     message: str = ""
+    #: Whether it is off the network, as its ready event said (tlsleak.check.netns).
+    network: Network | None = None
 
 
 @dataclass
@@ -83,6 +86,12 @@ class CampaignStatus:
         return sum(w.restarts for w in self.workers)
 
     @property
+    def network(self) -> Network | None:
+        """The workers' network: the first one not isolated, if any; None if none said yet."""
+        said = [w.network for w in self.workers if w.network is not None]
+        return next((n for n in said if n.warning()), said[0] if said else None)
+
+    @property
     def starting(self) -> bool:
         """Nothing executed yet, and workers still starting."""
         states = {w.state for w in self.workers}
@@ -104,6 +113,7 @@ class CampaignStatus:
             "finding_hits": sum(f.count for f in self.findings),
             "restarts": self.restarts,
             **({"no_work": self.no_work} if self.no_work else {}),
+            **({"network": self.network.to_json()} if self.network else {}),
             "workers": [
                 {"index": w.index, "state": w.state, "execs": w.execs, "restarts": w.restarts}
                 for w in self.workers

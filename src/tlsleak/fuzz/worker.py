@@ -12,7 +12,8 @@ pipe of its own (``--events FD``, not stdout or stderr, which libFuzzer and
 the code under test write to), one JSON object a line:
 
 ``ready``
-    running: the first input is being checked (the target's name and ledgers).
+    running: the first input is being checked (the target's name and ledgers,
+    and ``network``: whether the worker is off the network, see below).
     A worker that never sends it did no work (libFuzzer refused a flag, the
     dictionary is missing, ...).
 ``error``
@@ -37,6 +38,12 @@ With guidance on (the default), the features of each attempt
 keeps inputs that reach a new OpenSSL error or allocation bucket; ``--plain``
 leaves libFuzzer with Python coverage alone (the features are still counted
 and reported, which is what a comparison needs).
+
+Before anything else (atheris, the target) the worker moves into a network
+namespace of its own with only loopback up (:mod:`tlsleak.check.netns`): a
+target that reaches for the network during init (an SNTP query, say) gets
+``ENETUNREACH`` instead of sending one packet per input.  When that is not
+possible the worker runs anyway, and its ``ready`` event says why.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from tlsleak.check.netns import isolate
 from tlsleak.fuzz.instrumentation import NOT_INSTRUMENTED, instrumented_packages
 
 __all__ = ["STATS_EVERY", "main"]
@@ -112,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Off the network while this is one thread, before atheris and the target.
+    network = isolate()
     import atheris
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -171,7 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not execs:
             # Only now is libFuzzer running: until here a bad flag or a
             # missing dictionary still ends the worker without any work.
-            events.send(ev="ready", target=target.name, ledgers=[x.name for x in oracle.ledgers])
+            events.send(
+                ev="ready",
+                target=target.name,
+                ledgers=[x.name for x in oracle.ledgers],
+                network=network.to_json(),
+            )
         verdict = oracle.check(decode(data))
         execs += 1
         if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:

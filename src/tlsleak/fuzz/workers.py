@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any, Final
 
 from tlsleak.cases.files import MAX_CASE_BYTES, content_name
+from tlsleak.check.netns import Network
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import child_env
 from tlsleak.fuzz.child import Worker, worker_argv
@@ -136,6 +137,9 @@ class WorkerPool:
             self._desk.offer(Finding.from_json(event["finding"]))
         elif kind == "ready":
             worker.status.state = "running"
+            worker.status.network = Network.from_json(event.get("network"))
+            if worker.status.network and (line := worker.status.network.warning()):
+                self._warn(line)  # once, however many workers say it
         elif kind == "error":
             worker.status.state = "failed"
             worker.status.message = str(event["message"])
