@@ -1,9 +1,9 @@
 """Fuzz workers run off the network, and a campaign says when they could not.
 
 The target of the first campaign fails every input (an ``exception``
-finding) unless, from inside the worker, a UDP connect() to TEST-NET-2 is
-refused with ENETUNREACH and a loopback round trip works; it never sends
-anything (see ``tests/check/test_netns.py`` for the controls of that probe).
+finding) unless, from inside the worker, loopback is the only network
+interface it can see and a loopback round trip works; it touches no other
+address (see ``tests/check/test_netns.py`` for the controls of that probe).
 The second campaign forces ``unshare`` to fail in its workers (a
 ``sitecustomize`` on their PYTHONPATH) and must say so at start-up, in the
 summary and in ``stats.jsonl``.  Both campaigns end on libFuzzer's ``-runs``,
@@ -27,18 +27,12 @@ from tlsleak.fuzz.campaign import Campaign, CampaignOptions
 pytest.importorskip("atheris", reason="campaigns need atheris")
 
 TARGETS = '''
-import errno
 import socket
 
 
 def outside():
-    """connect() a UDP socket to TEST-NET-2: an errno name, or "connected" (never sends)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(("198.51.100.1", 9))
-        except OSError as exc:
-            return errno.errorcode.get(exc.errno, str(exc.errno))
-    return "connected"
+    """The network interfaces this process can see, "+"-joined: "lo" alone when isolated."""
+    return "+".join(sorted(name for _index, name in socket.if_nameindex()))
 
 
 def loopback():
@@ -52,9 +46,9 @@ def loopback():
 
 
 def strict(case):
-    """Fails unless the outside is unreachable and loopback works."""
+    """Fails unless loopback is all there is, and works."""
     reached = outside()
-    if reached != "ENETUNREACH":
+    if reached != "lo":
         raise RuntimeError(f"outside: {reached}")
     if not loopback():
         raise RuntimeError("loopback: lost")
