@@ -254,6 +254,22 @@ def test_failures_in_pythons_own_allocations_leave_the_worker_usable(
     assert after.outcome == before.outcome
 
 
+@pytest.mark.parametrize(("build", "leaks"), [("leaky", True), ("fixed", False)])
+def test_failing_mallocs_of_a_library_without_openssl(
+    malloc_controls: dict[str, Path], valid_case: InitCase, build: str, leaks: bool
+) -> None:
+    # The leaky build forgets the copies it made when a later copy's malloc
+    # fails ("init: out of memory"); no OpenSSL ledger could fail those.
+    with IsolatedOracle(f"c:{malloc_controls[build]}") as oracle:
+        assert oracle.can_fail_allocations
+        count = oracle.count_allocations(valid_case)
+        verdicts = [oracle.check(valid_case, fail_at=k) for k in range(1, count + 1)]
+    assert any(v.outcome.message == "init: out of memory" for v in verdicts)
+    found = [f for v in verdicts for f in v.findings]
+    assert all(f.kind is FindingKind.LEAK and f.fail_at is not None for f in found)
+    assert bool(found) is leaks
+
+
 # -- which ledgers see what ------------------------------------------------------------
 
 
