@@ -246,6 +246,55 @@ def test_threads_allocating_at_once_keep_the_process_sum() -> None:
     assert abs(got["blocks"]) <= 8
 
 
+def test_more_threads_than_slots_share_one_and_slots_are_recycled() -> None:
+    # 300 threads alive at once: past the 256 slots, the rest count in the
+    # shared atomic slot; when they exit, their slots fold into it.  Twice,
+    # so the second wave runs on recycled slots.
+    got = _child(
+        """
+        import time
+        led = ProcessHeapLedger(); led.start()
+        def settle():
+            deadline = time.monotonic() + 20
+            while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+        def wave():
+            ready = threading.Barrier(300)
+            def work():
+                ready.wait()
+                kept = [libc.malloc(700) for _ in range(50)]
+                for p in kept:
+                    libc.free(p)
+                kept.append(libc.malloc(900))  # freed by the main thread
+                held.append(kept[-1])
+            held = []
+            threads = [threading.Thread(target=work) for _ in range(300)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            del threads, t
+            settle()
+            return held
+        wave()  # one-time allocations of 300 threads
+        import gc; gc.collect()
+        before = led.snapshot()["heap.blocks"]
+        held = wave()
+        during = led.snapshot()["heap.blocks"]
+        for p in held:
+            libc.free(p)
+        n = len(held)
+        del held
+        gc.collect()
+        after = led.snapshot()["heap.blocks"]
+        out(n=n, during=during - before, after=after - before)
+        """
+    )
+    assert got["n"] == 300
+    assert 300 <= got["during"] <= 300 + 20  # the held blocks, plus Python's list
+    assert abs(got["after"]) <= 20
+
+
 def test_thread_scope_sees_a_block_freed_by_another_thread_as_kept() -> None:
     # Why process scope is the default: blocks made here and freed by a
     # worker thread leave this thread's slot up by as many.

@@ -12,6 +12,7 @@ that loses plain malloc blocks.  Negative controls: ``pyopenssl`` and
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -23,11 +24,11 @@ import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
-from tlsleak.check.oracle import FindingKind
+from tlsleak.check.oracle import FindingKind, Oracle
 from tlsleak.check.worker import IsolatedOracle
 from tlsleak.cli import main
 from tlsleak.ledgers.shim import preload_env
-from tlsleak.targets import TARGETS
+from tlsleak.targets import TARGETS, CallableTarget
 from tlsleak.targets.probe import survey
 
 pytestmark = pytest.mark.skipif(
@@ -268,6 +269,46 @@ def test_failing_mallocs_of_a_library_without_openssl(
     found = [f for v in verdicts for f in v.findings]
     assert all(f.kind is FindingKind.LEAK and f.fail_at is not None for f in found)
     assert bool(found) is leaks
+
+
+class _Injector:
+    """A ledger that can fail allocations and counts nothing (for the oracle's rule)."""
+
+    name = "injector"
+    armed = 0
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def snapshot(self) -> dict[str, int]:
+        return {}
+
+    def reset_allocations(self) -> None: ...
+
+    def allocations(self) -> int:
+        return 1
+
+    def fail_at(self, k: int) -> None:
+        self.armed = k
+
+
+def test_enomem_from_python_under_injection_is_a_rejection() -> None:
+    # A failed malloc inside open() or a socket call surfaces in Python as
+    # OSError(ENOMEM), the right reaction to the failure, as MemoryError is.
+    injector = _Injector()
+
+    def init(case: InitCase) -> None:
+        if injector.armed:
+            raise OSError(errno.ENOMEM, "Cannot allocate memory")
+        raise OSError(errno.EACCES, "Permission denied")
+
+    with Oracle(CallableTarget(init), ledgers=[injector]) as oracle:
+        failed = oracle.check(InitCase(), fail_at=1)
+        plain = oracle.check(InitCase())
+    assert str(failed.outcome.status) == "rejected"
+    assert failed.clean
+    assert [f.kind for f in plain.findings] == [FindingKind.EXCEPTION]  # not under injection
 
 
 # -- which ledgers see what ------------------------------------------------------------
