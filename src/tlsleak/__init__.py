@@ -16,14 +16,8 @@ from tlsleak._version import __version__
 
 if TYPE_CHECKING:
     from tlsleak.cases.case import InitCase, Mode, decode, encode
-    from tlsleak.check.oracle import (
-        Finding,
-        FindingKind,
-        LeakError,
-        Oracle,
-        Verdict,
-        assert_no_leaks,
-    )
+    from tlsleak.check.oracle import LeakError, Oracle, assert_no_leaks
+    from tlsleak.check.verdict import Finding, FindingKind, Verdict
     from tlsleak.openssl.errors import OpenSSLError
     from tlsleak.targets import CallableTarget, Outcome, Rejected, Status, Step, Target
 
@@ -37,11 +31,11 @@ _HOMES = {
     "decode": "tlsleak.cases.case",
     "encode": "tlsleak.cases.case",
     "OpenSSLError": "tlsleak.openssl.errors",
-    "Finding": "tlsleak.check.oracle",
-    "FindingKind": "tlsleak.check.oracle",
+    "Finding": "tlsleak.check.verdict",
+    "FindingKind": "tlsleak.check.verdict",
     "LeakError": "tlsleak.check.oracle",
     "Oracle": "tlsleak.check.oracle",
-    "Verdict": "tlsleak.check.oracle",
+    "Verdict": "tlsleak.check.verdict",
     "assert_no_leaks": "tlsleak.check.oracle",
     "CallableTarget": "tlsleak.targets",
     "Outcome": "tlsleak.targets",
