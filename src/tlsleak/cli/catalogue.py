@@ -60,7 +60,8 @@ def run_targets(_args: argparse.Namespace) -> int:
             elif s.sees is None and s.why:
                 inactive[s.ledger] = s.why
     print("\nLEDGERS are the ledgers that counted one object each target allocated through")
-    print("its own stack, tried in a worker with the heap shim (fds counts the whole process).")
+    print("its own stack, tried in a worker with the heap shims preloaded (fds counts the")
+    print("whole process).")
     for ledger, names in blind.items():
         print(f"Blind: {ledger} cannot see {', '.join(names)}.")
     for ledger, why in inactive.items():
