@@ -38,6 +38,7 @@ from tlsleak.check.verdict import (
     root_counters,
 )
 from tlsleak.ledgers import Counts, Ledger, Site, growth, make_ledger
+from tlsleak.ledgers.symbols import LostStack, StackRecorder, root_stack
 from tlsleak.openssl.errors import OpenSSLError
 from tlsleak.openssl.hygiene import ErrorStates
 from tlsleak.targets import CallableTarget, Outcome, Status, Target
@@ -313,7 +314,7 @@ class Oracle:
         if recurring is None:
             return None
         kind = FindingKind.CYCLE if cycle else FindingKind.LEAK
-        sites = () if cycle else self._attribute(case)
+        sites, lost = ((), None) if cycle else self._attribute(case)
         first = min((s for s in sites if s.first), key=lambda s: s.first, default=None)
         return Finding(
             kind,
@@ -325,24 +326,44 @@ class Oracle:
             sites=sites,
             fail_at=self._fail_at,
             root_site=None if first is None else f"{first.file}:{first.line}",
+            caller=None if lost is None or lost.caller is None else str(lost.caller),
+            stack=() if lost is None else tuple(str(f) for f in lost.frames),
         )
 
-    def _attribute(self, case: InitCase) -> tuple[Site, ...]:
-        """One more replay with allocation sites recorded: where the leaked blocks come from."""
+    def _attribute(self, case: InitCase) -> tuple[tuple[Site, ...], LostStack | None]:
+        """One more replay, with allocation sites and caller stacks recorded.
+
+        Returns where the leaked blocks come from (the library-internal
+        sites, biggest first) and the stack of the first block lost that has
+        a caller outside the runtime (:func:`~tlsleak.ledgers.symbols.root_stack`).
+        Every attributing ledger records during the same single replay.
+        """
+        attributing = [x for x in self.ledgers if isinstance(x, AttributingLedger)]
+        recording = [x for x in self.ledgers if isinstance(x, StackRecorder)]
+        if not attributing and not recording:
+            return (), None
+        marks = [ledger.begin_attribution() for ledger in attributing]
+        stack_marks = [ledger.begin_stacks() for ledger in recording]
+        try:
+            self._attempt(case)
+            gc.collect()
+        finally:
+            # Stacks first: ending the other attributions allocates.
+            lost = [s for r, m in zip(recording, stack_marks, strict=True) for s in r.end_stacks(m)]
+            found = [
+                x for a, m in zip(attributing, marks, strict=True) for x in a.end_attribution(m)
+            ]
         sites: list[Site] = []
-        for ledger in self.ledgers:
-            if not isinstance(ledger, AttributingLedger):
-                continue
-            mark = ledger.begin_attribution()
-            try:
-                self._attempt(case)
-                gc.collect()
-            finally:
-                found = ledger.end_attribution(mark)
-            for x in found:
-                first = int(getattr(x, "first", 0))  # a user's ledger may not know the order
-                sites.append(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes), first))
-        return tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
+        for x in found:
+            first = int(getattr(x, "first", 0))  # a user's ledger may not know the order
+            sites.append(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes), first))
+        ordered = tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
+        root = root_stack(lost)
+        # Naming the stacks made garbage (ctypes, a subprocess): gone before
+        # the next check, or its collection there would look like a cycle.
+        del lost, found
+        gc.collect()
+        return ordered, root
 
 
 def _out_of_memory_is_a_rejection(outcome: Outcome) -> Outcome:

@@ -126,6 +126,14 @@ class Finding:
     #: lost.  What hangs off it, and so the ranking of :attr:`sites` by bytes,
     #: varies with the input (a bigger certificate, a longer chain).
     root_site: str | None = None
+    #: The first frame outside the TLS library, libc, tlsleak's shims and the
+    #: interpreter in the stack of the first block lost (heap leaks replayed
+    #: with caller stacks): the line of the target's own code that allocated
+    #: it, e.g. ``control_leaky.c:19 (tls_init_once)`` (see
+    #: :mod:`tlsleak.ledgers.symbols`).  Not part of the signature.
+    caller: str | None = None
+    #: That block's whole stack, innermost frame first (without the interposer).
+    stack: tuple[str, ...] = ()
 
     @property
     def step(self) -> str | None:
@@ -196,6 +204,8 @@ class Finding:
         """One line for humans."""
         if self.kind is FindingKind.LEAK:
             what = f"{format_delta(self.delta)} per attempt, never freed"
+            if self.caller is not None:
+                what += f", lost at {self.caller}"
         elif self.kind is FindingKind.CYCLE:
             what = f"{format_delta(self.delta)} per attempt, freed only by the garbage collector"
         elif self.kind is FindingKind.ERROR_QUEUE:
@@ -231,6 +241,8 @@ class Finding:
             "fail_at": self.fail_at,
             # Only where known, so reports without heap attribution keep their form.
             **({"root_site": self.root_site} if self.root_site is not None else {}),
+            **({"caller": self.caller} if self.caller is not None else {}),
+            **({"stack": list(self.stack)} if self.stack else {}),
             "labels": list(self.case.labels),
             "case_hex": self.case.encode().hex(),
         }
@@ -255,6 +267,8 @@ class Finding:
             sites=tuple(Site(f, ln, b, n) for f, ln, b, n in data.get("sites", ())),
             fail_at=data.get("fail_at"),
             root_site=data.get("root_site"),
+            caller=data.get("caller"),
+            stack=tuple(data.get("stack", ())),
         )
 
     def reproduces(self, recorded: Finding) -> bool:

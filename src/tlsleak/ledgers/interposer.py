@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import ctypes
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from tlsleak.ledgers.base import LedgerUnavailable
 
 __all__ = [
     "INTERPOSER_NAME",
     "Interposer",
+    "RawStack",
     "interposer",
     "interposer_path",
     "is_interposing",
@@ -34,6 +36,38 @@ __all__ = [
 INTERPOSER_NAME: Final = "libtlsleak_malloc.so"
 
 _INACTIVE: Final = "the heap ledger is not active"
+
+
+@dataclass(frozen=True)
+class RawStack:
+    """Live blocks allocated with one stack (return addresses, innermost first).
+
+    The frames start inside the interposer itself (its ``malloc``); see
+    :mod:`tlsleak.ledgers.symbols` for names.
+    """
+
+    blocks: int
+    bytes: int
+    #: Allocation order of the earliest of these blocks (smaller: lost first).
+    first: int
+    frames: tuple[int, ...]
+
+
+def _group_type(depth: int) -> type[ctypes.Structure]:
+    """``stack_group`` of ``_native/malloc.c``, with ``depth`` frames."""
+    return type(
+        "StackGroup",
+        (ctypes.Structure,),
+        {
+            "_fields_": [
+                ("blocks", ctypes.c_uint64),
+                ("bytes", ctypes.c_uint64),
+                ("first", ctypes.c_uint64),
+                ("depth", ctypes.c_int64),
+                ("frames", ctypes.c_void_p * depth),
+            ]
+        },
+    )
 
 
 def interposer_path() -> Path:
@@ -68,6 +102,11 @@ class Interposer:
             ("reset_allocations", None, []),
             ("fail_at", None, [u64]),
             ("failed", u64, []),
+            ("stacks_begin", u64, []),
+            ("stacks_end", None, []),
+            ("stacks", ctypes.c_int64, [u64, ctypes.c_void_p, ctypes.c_size_t]),
+            ("stacks_clear", None, []),
+            ("stack_depth", ctypes.c_int, []),
         ):
             fn = getattr(lib, f"tlsleak_malloc_{name}")
             fn.restype = restype
@@ -79,6 +118,11 @@ class Interposer:
         self._bytes = ctypes.c_int64()
         self._blocks_ref = ctypes.byref(self._blocks)
         self._bytes_ref = ctypes.byref(self._bytes)
+        # Made once and grown, never per call: a ctypes type made, then
+        # collected, frees its memory at a later collection, which a later
+        # check would count as blocks freed by the collector (a cycle).
+        self._group = _group_type(int(lib.tlsleak_malloc_stack_depth()))
+        self._groups: ctypes.Array[ctypes.Structure] = (self._group * 256)()
 
     @property
     def path(self) -> str:
@@ -122,6 +166,37 @@ class Interposer:
     def failed(self) -> int:
         """Allocation failures injected so far in this process."""
         return int(self._lib.tlsleak_malloc_failed())
+
+    # Caller stacks: slow, for the oracle's one attribution replay of a leak.
+
+    def stacks_begin(self) -> int:
+        """Record the stack (``backtrace``) of every new block; return a mark for :meth:`stacks`."""
+        return int(self._lib.tlsleak_malloc_stacks_begin())
+
+    def stacks_end(self) -> None:
+        """Stop recording; recorded blocks keep their stacks until freed or :meth:`stacks_clear`."""
+        self._lib.tlsleak_malloc_stacks_end()
+
+    def stacks(self, mark: int) -> list[RawStack]:
+        """The blocks recorded since ``mark`` and still live, grouped by stack, lost first."""
+        while True:
+            cap = len(self._groups)
+            n = int(self._lib.tlsleak_malloc_stacks(mark, self._groups, cap))
+            if n < 0:
+                raise MemoryError("the malloc interposer could not list its stacks")
+            if n <= cap:
+                break
+            self._groups = (self._group * n)()
+        found = []
+        for i in range(n):
+            g: Any = self._groups[i]
+            frames = tuple(int(f or 0) for f in g.frames[: int(g.depth)])
+            found.append(RawStack(int(g.blocks), int(g.bytes), int(g.first), frames))
+        return sorted(found, key=lambda s: s.first)
+
+    def stacks_clear(self) -> None:
+        """Forget every recorded stack (the hooks go back to their fast path)."""
+        self._lib.tlsleak_malloc_stacks_clear()
 
 
 def _mapped() -> str | None:

@@ -26,6 +26,10 @@ than the one that made it looks leaked), so it is an option, chosen with the
 ``TLSLEAK_HEAP_SCOPE`` environment variable (inherited by tlsleak's workers)
 or the ``scope`` argument.
 
+In the oracle's attribution replay of a leak it also records the stack of
+every new block (:meth:`ProcessHeapLedger.begin_stacks`), so that the leak
+names the line of the caller's code that lost it (:mod:`tlsleak.ledgers.symbols`).
+
 It also makes allocations fail (the oracle's ``FaultInjector``): the k-th
 allocation of the whole process, so ``--fail-alloc`` works on any stack.
 """
@@ -39,6 +43,7 @@ from typing import Final
 
 from tlsleak.ledgers.base import Counts
 from tlsleak.ledgers.interposer import Interposer, interposer, is_interposing
+from tlsleak.ledgers.symbols import LostStack, symbolise
 
 __all__ = ["SCOPES", "SCOPE_VARIABLE", "ProcessHeapLedger", "heap_available", "malloc_one"]
 
@@ -109,6 +114,8 @@ class ProcessHeapLedger:
     def stop(self) -> None:
         if self._heap is not None:
             self._heap.fail_at(0)
+            self._heap.stacks_end()
+            self._heap.stacks_clear()
             self._heap = None
 
     def snapshot(self) -> Counts:
@@ -139,3 +146,23 @@ class ProcessHeapLedger:
     def failed(self) -> int:
         """Failures injected so far in this process."""
         return self._active().failed()
+
+    # Caller stacks (the oracle's StackRecorder protocol): a backtrace per new
+    # block, kept while the block lives; slow, for one replay of a leak.
+
+    def begin_stacks(self) -> int:
+        """Record the stack of every new block; return the mark for :meth:`end_stacks`."""
+        return self._active().stacks_begin()
+
+    def end_stacks(self, mark: int) -> list[LostStack]:
+        """Stop recording; the blocks recorded since ``mark`` still live, by stack, lost first.
+
+        The table of stacks is dropped afterwards, so the hooks are fast again.
+        """
+        active = self._active()
+        active.stacks_end()
+        try:
+            raw = active.stacks(mark)
+        finally:
+            active.stacks_clear()
+        return symbolise(raw)

@@ -1,9 +1,11 @@
 """The JSON report of ``tlsleak check`` (``--json FILE``).
 
 Unlike the text report it holds every finding, each with the case file that
-showed it and all of its allocation sites, and ``network``: whether the
-worker was off the network (:class:`tlsleak.check.netns.Network`), whatever
-the answer.
+showed it and all of its allocation sites (with ``caller`` and ``stack``:
+the target's own line that lost the first block and its whole stack, when
+the ``heap`` ledger's stacks name them, left out otherwise), and
+``network``: whether the worker was off the network
+(:class:`tlsleak.check.netns.Network`), whatever the answer.
 """
 
 from __future__ import annotations

@@ -2,9 +2,11 @@
 
 Findings that share a signature (one missing free, say) are one row, however
 many cases and steps show them; the allocation sites of each distinct leak
-follow the table, and the last line says how to re-run one example.  When
-the worker could not be taken off the network, a line after the first says
-so (nothing is added when it was: the usual report stays as it is).
+follow the table (first the target's own line that lost the first block,
+"lost at ...", when the ``heap`` ledger's stacks name it), and the last line
+says how to re-run one example.  When the worker could not be taken off the
+network, a line after the first says so (nothing is added when it was: the
+usual report stays as it is).
 """
 
 from __future__ import annotations
@@ -85,12 +87,19 @@ def _steps(group: Sequence[tuple[Path, Finding]]) -> str:
 
 
 def _sites(group: Sequence[tuple[Path, Finding]]) -> list[str]:
-    """Where the blocks of a group's first finding were allocated, if the ledger says."""
+    """Where the blocks of a group's first finding were allocated, if the ledgers say.
+
+    First the line of the target's own code that allocated the first block
+    lost (its caller, from the ``heap`` ledger's stacks), then the
+    library-internal sites (``openssl-heap``), biggest first.
+    """
     example, first = group[0]
-    if not first.sites:
+    if not first.sites and first.caller is None:
         return []
     where = f"{first.kind} at {first.step or '-'}"
     lines = [f"\nwhere the blocks of the {where} were allocated (example {example.name}):"]
+    if first.caller is not None:
+        lines.append(f"  lost at {first.caller}")
     for site in first.sites[:SITES_SHOWN]:
         lines.append(f"  {site.file}:{site.line}  {site.blocks} blocks, {site.bytes} bytes")
     if len(first.sites) > SITES_SHOWN:

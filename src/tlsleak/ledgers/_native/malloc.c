@@ -30,11 +30,14 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define API __attribute__((visibility("default")))
@@ -196,16 +199,179 @@ static inline int inject(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Caller stacks (attribution)                                              */
+
+/*
+ * While attribution is on (the oracle's one extra replay of a confirmed
+ * leak), every new block gets the return addresses of its allocation
+ * (backtrace(3)), kept in a table keyed by the block's address until the
+ * block is freed; tlsleak_malloc_stacks() then groups the live ones by stack
+ * for tlsleak/ledgers/symbols.py to name.  Off, the table is empty and the
+ * hooks pay one relaxed load each (`recording` on allocation, `stacks_len` on
+ * free and realloc).
+ *
+ * Re-entrancy: glibc's backtrace loads libgcc_s on its first use, which
+ * allocates; tlsleak_malloc_stacks_begin() calls it once outside any hook,
+ * and `in_stack` makes an allocation made by backtrace itself go unrecorded.
+ * The table's own memory comes from __libc_calloc, outside the hooks.  Open
+ * addressing with linear probing and backward-shift deletion (no
+ * tombstones); one mutex: a slow diagnostic mode.
+ */
+#define STACK_DEPTH 20 /* 16 of the caller's frames plus the interposer's own */
+
+typedef struct {
+    void *p; /* NULL: empty */
+    uint64_t size;
+    uint64_t seq;
+    int64_t depth;
+    void *frames[STACK_DEPTH];
+} stack_entry;
+
+/* One group of tlsleak_malloc_stacks(): live blocks with one stack. */
+typedef struct {
+    uint64_t blocks;
+    uint64_t bytes;
+    uint64_t first; /* sequence number of the earliest of these blocks */
+    int64_t depth;
+    void *frames[STACK_DEPTH];
+} stack_group;
+
+static int recording;      /* attribution on: new blocks get a stack */
+static uint64_t stacks_len; /* blocks in the table (read unlocked by the hooks) */
+static stack_entry *stacks;
+static size_t stacks_cap; /* power of two, or 0 */
+static uint64_t stack_seq; /* last sequence number given out */
+static pthread_mutex_t stacks_lock = PTHREAD_MUTEX_INITIALIZER;
+static __thread int in_stack __attribute__((tls_model("initial-exec")));
+
+static inline size_t stack_bucket(const void *p, size_t cap)
+{
+    /* Fibonacci hashing; the low 4 bits of a malloc pointer are always 0. */
+    return (size_t)((((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ULL) >> 16) & (cap - 1);
+}
+
+/* Caller holds stacks_lock.  0 if the table could not grow (the block goes unnamed). */
+static int stack_put(const stack_entry *e)
+{
+    if ((stacks_len + 1) * 2 > stacks_cap) {
+        size_t cap = stacks_cap ? stacks_cap * 2 : 4096;
+        stack_entry *t = __libc_calloc(cap, sizeof *t);
+        if (t == NULL)
+            return 0;
+        for (size_t i = 0; i < stacks_cap; i++) {
+            if (stacks[i].p == NULL)
+                continue;
+            size_t j = stack_bucket(stacks[i].p, cap);
+            while (t[j].p != NULL)
+                j = (j + 1) & (cap - 1);
+            t[j] = stacks[i];
+        }
+        __libc_free(stacks);
+        stacks = t;
+        stacks_cap = cap;
+    }
+    size_t i = stack_bucket(e->p, stacks_cap);
+    while (stacks[i].p != NULL && stacks[i].p != e->p)
+        i = (i + 1) & (stacks_cap - 1);
+    if (stacks[i].p == NULL)
+        __atomic_store_n(&stacks_len, stacks_len + 1, __ATOMIC_RELAXED);
+    stacks[i] = *e;
+    return 1;
+}
+
+/* Caller holds stacks_lock.  Removes p and returns its entry (p NULL if absent). */
+static stack_entry stack_take(const void *p)
+{
+    stack_entry out = {0};
+    if (stacks_cap == 0)
+        return out;
+    size_t i = stack_bucket(p, stacks_cap);
+    while (stacks[i].p != NULL && stacks[i].p != p)
+        i = (i + 1) & (stacks_cap - 1);
+    if (stacks[i].p == NULL)
+        return out;
+    out = stacks[i];
+    __atomic_store_n(&stacks_len, stacks_len - 1, __ATOMIC_RELAXED);
+    size_t hole = i, j = i;
+    for (;;) {
+        j = (j + 1) & (stacks_cap - 1);
+        if (stacks[j].p == NULL)
+            break;
+        size_t home = stack_bucket(stacks[j].p, stacks_cap);
+        int stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+        if (stays)
+            continue;
+        stacks[hole] = stacks[j];
+        hole = j;
+    }
+    stacks[hole].p = NULL;
+    return out;
+}
+
+/* A new block while attribution is on: keep its stack.  No caller can free p
+ * before this returns (malloc has not returned it yet). */
+__attribute__((noinline, cold)) static void stack_record(void *p, size_t size)
+{
+    if (in_stack)
+        return; /* an allocation of backtrace() itself */
+    stack_entry e;
+    in_stack = 1;
+    e.depth = backtrace(e.frames, STACK_DEPTH);
+    in_stack = 0;
+    e.p = p;
+    e.size = size;
+    pthread_mutex_lock(&stacks_lock);
+    e.seq = ++stack_seq;
+    stack_put(&e);
+    pthread_mutex_unlock(&stacks_lock);
+}
+
+__attribute__((noinline, cold)) static void stack_forget(void *p)
+{
+    pthread_mutex_lock(&stacks_lock);
+    stack_take(p);
+    pthread_mutex_unlock(&stacks_lock);
+}
+
+/*
+ * glibc's realloc, moving p's entry (stack, sequence number: it is still the
+ * same block) to the new address.  The lock is held across the call: once
+ * glibc has released the old address another thread may get it from malloc
+ * and record it, and our entry for it must have left by then.
+ */
+static inline void *moving_realloc(void *p, size_t n)
+{
+    if (LIKELY(__atomic_load_n(&stacks_len, __ATOMIC_RELAXED) == 0))
+        return __libc_realloc(p, n);
+    pthread_mutex_lock(&stacks_lock);
+    void *q = __libc_realloc(p, n);
+    if (q != NULL || n == 0) { /* p is gone (moved, or freed by realloc(p, 0)) */
+        stack_entry e = stack_take(p);
+        if (q != NULL && e.p != NULL) {
+            e.p = q;
+            e.size = malloc_usable_size(q);
+            stack_put(&e);
+        }
+    }
+    pthread_mutex_unlock(&stacks_lock);
+    return q;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The allocator                                                            */
 
 /* Count a new block `p` (or a failed allocation, p NULL). */
 static inline void *counted(void *p)
 {
     slot *s = self_slot();
-    if (LIKELY(p != NULL))
-        add(s, 1, (int64_t)malloc_usable_size(p), 1);
-    else
+    if (LIKELY(p != NULL)) {
+        size_t size = malloc_usable_size(p);
+        add(s, 1, (int64_t)size, 1);
+        if (UNLIKELY(__atomic_load_n(&recording, __ATOMIC_RELAXED)))
+            stack_record(p, size);
+    } else {
         add(s, 0, 0, 1);
+    }
     return p;
 }
 
@@ -243,7 +409,7 @@ static void *do_realloc(void *p, size_t n)
     int64_t old = (int64_t)malloc_usable_size(p);
     if (n == 0) {
         /* glibc frees the block and returns NULL (REALLOC_ZERO_BYTES_FREES). */
-        void *q = __libc_realloc(p, 0);
+        void *q = moving_realloc(p, 0);
         if (q == NULL)
             add(self_slot(), -1, -old, 0);
         else
@@ -253,7 +419,7 @@ static void *do_realloc(void *p, size_t n)
     int grows = n > (size_t)old;
     if (grows && UNLIKELY(inject()))
         return failed(); /* the old block is still there, still counted */
-    void *q = __libc_realloc(p, n);
+    void *q = moving_realloc(p, n);
     slot *s = self_slot();
     if (q == NULL)
         add(s, 0, 0, (uint64_t)grows);
@@ -276,6 +442,8 @@ API void free(void *p)
     if (p == NULL)
         return;
     int64_t size = (int64_t)malloc_usable_size(p);
+    if (UNLIKELY(__atomic_load_n(&stacks_len, __ATOMIC_RELAXED) != 0))
+        stack_forget(p); /* out of the table before glibc may hand p out again */
     __libc_free(p);
     add(self_slot(), -1, -size, 0);
 }
@@ -333,9 +501,17 @@ API void *pvalloc(size_t n)
  * child's copy locked for ever (the child's first new thread would block in
  * acquire_slot): hold it across the fork.
  */
-static void before_fork(void) { pthread_mutex_lock(&slots_lock); }
+static void before_fork(void)
+{
+    pthread_mutex_lock(&slots_lock);
+    pthread_mutex_lock(&stacks_lock);
+}
 
-static void after_fork(void) { pthread_mutex_unlock(&slots_lock); }
+static void after_fork(void)
+{
+    pthread_mutex_unlock(&stacks_lock);
+    pthread_mutex_unlock(&slots_lock);
+}
 
 __attribute__((constructor)) static void tlsleak_malloc_init(void)
 {
@@ -426,3 +602,87 @@ API uint64_t tlsleak_malloc_failed(void)
 {
     return __atomic_load_n(&injected, __ATOMIC_RELAXED);
 }
+
+/* ------------------------------------------------------------------------ */
+/* Caller stacks API                                                        */
+
+/* Start recording the stack of every new block; returns the mark to pass to
+ * tlsleak_malloc_stacks() (blocks recorded from now on have greater ones). */
+API uint64_t tlsleak_malloc_stacks_begin(void)
+{
+    void *warm[2];
+    backtrace(warm, 2); /* loads libgcc_s (allocates) here, not inside a hook */
+    pthread_mutex_lock(&stacks_lock);
+    uint64_t mark = stack_seq;
+    pthread_mutex_unlock(&stacks_lock);
+    __atomic_store_n(&recording, 1, __ATOMIC_RELEASE);
+    return mark;
+}
+
+/* Stop recording new stacks (recorded blocks stay until freed or cleared). */
+API void tlsleak_malloc_stacks_end(void) { __atomic_store_n(&recording, 0, __ATOMIC_RELEASE); }
+
+static int by_stack(const void *a, const void *b)
+{
+    const stack_entry *x = a, *y = b;
+    if (x->depth != y->depth)
+        return x->depth < y->depth ? -1 : 1;
+    return memcmp(x->frames, y->frames, (size_t)x->depth * sizeof x->frames[0]);
+}
+
+/*
+ * The blocks recorded after `mark` that are still live, grouped by stack,
+ * in table order.  Writes up to `cap` groups to `out` and returns how many
+ * there are (call again with a bigger buffer if that is more than cap), or
+ * -1 if memory ran out.  Call it with recording off: it allocates.
+ */
+API int64_t tlsleak_malloc_stacks(uint64_t mark, stack_group *out, size_t cap)
+{
+    pthread_mutex_lock(&stacks_lock);
+    size_t n = 0;
+    stack_entry *all = __libc_malloc((stacks_len ? stacks_len : 1) * sizeof *all);
+    if (all != NULL)
+        for (size_t i = 0; i < stacks_cap; i++)
+            if (stacks[i].p != NULL && stacks[i].seq > mark)
+                all[n++] = stacks[i];
+    pthread_mutex_unlock(&stacks_lock);
+    if (all == NULL)
+        return -1;
+    qsort(all, n, sizeof *all, by_stack); /* may allocate: no lock held */
+    int64_t groups = 0;
+    stack_group g = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (i == 0 || by_stack(&all[i - 1], &all[i]) != 0) {
+            if (i > 0 && (size_t)groups++ < cap)
+                out[groups - 1] = g;
+            g.blocks = 0;
+            g.bytes = 0;
+            g.first = all[i].seq;
+            g.depth = all[i].depth;
+            memcpy(g.frames, all[i].frames, sizeof g.frames);
+        }
+        g.blocks++;
+        g.bytes += all[i].size;
+        if (all[i].seq < g.first)
+            g.first = all[i].seq;
+    }
+    if (n > 0 && (size_t)groups++ < cap)
+        out[groups - 1] = g;
+    __libc_free(all);
+    return groups;
+}
+
+/* Forget every recorded stack: the hooks are back on their fast path. */
+API void tlsleak_malloc_stacks_clear(void)
+{
+    pthread_mutex_lock(&stacks_lock);
+    stack_entry *old = stacks;
+    stacks = NULL;
+    stacks_cap = 0;
+    __atomic_store_n(&stacks_len, 0, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&stacks_lock);
+    __libc_free(old);
+}
+
+/* Frames kept per stack (the size of stack_group.frames). */
+API int tlsleak_malloc_stack_depth(void) { return STACK_DEPTH; }
