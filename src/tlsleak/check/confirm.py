@@ -125,6 +125,14 @@ class Tally:
             self._recurring = {k: min(v, seen[k]) for k, v in self._recurring.items() if k in seen}
         return bool(self.slope) or self.triggers(self._recurring)
 
+    def window(self, first: Counts, last: Counts) -> None:
+        """Judge the slope counters from ``first`` to ``last``, not the replays' own counts.
+
+        For a caller whose snapshots also count its own bookkeeping (Python
+        objects): it measures both ends at the same point of its loop.
+        """
+        self._first, self._last = first, last
+
     def delta(self) -> dict[str, int] | None:
         """Growth per attempt of every confirmed counter; None when nothing is confirmed."""
         n = self.replays

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import gc
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol, runtime_checkable
@@ -128,6 +129,15 @@ class Oracle:
         self._counter: FaultInjector | None = counters[0] if counters else None
         #: Counters whose growth alone does not start replays.
         self._quiet = frozenset(n for x in self.ledgers for n in getattr(x, "report_only", ()))
+        #: Counters of ledgers whose growth that collection undoes is no cycle
+        #: finding (``judges_cycles = False``: Python's own garbage, which the
+        #: collector exists to free).
+        self._no_cycles = frozenset(
+            name
+            for x in self.ledgers
+            if self._started and not getattr(x, "judges_cycles", True)
+            for name in x.snapshot()
+        )
 
     def _tally(self) -> Tally:
         """A judge for one case's replays (the delta lists counters in the ledgers' order)."""
@@ -159,8 +169,8 @@ class Oracle:
                     ledger.stop()
             self.ledgers = kept
             self.blind.update(blind)
-            self._pick_counters()
             self._started = True
+            self._pick_counters()
         return self
 
     def close(self) -> None:
@@ -296,19 +306,20 @@ class Oracle:
         # look for in the replays: growth that survives collection (a leak) or
         # growth that only collection undoes (a cycle).
         tally = self._tally()
-        cycle = tally.decide_cycle(grown, uncollected)
+        # Counters that judge no cycles count their growth as surviving: the
+        # slope window decides whether it is a leak.
+        kept = {n: v for n, v in grown.items() if n in self._no_cycles}
+        cycle = tally.decide_cycle(grown, {**uncollected, **kept})
         warmups = max(self.warmups, SLOPE_WARMUPS) if tally.slope else self.warmups
-        for _ in range(warmups):
+        # With a slope, the last warm-up shapes the tally (see _slope_replays).
+        for _ in range(warmups - 1 if tally.slope else warmups):
             self._attempt(case)
-        for _ in range(self.replays):
-            _outcome, again, before, _left = self._attempt(case)
-            if tally.slope:  # a slope needs signed counts: every replay is measured
-                ran, collected = self._snapshot(), self._collected()
-                going = tally.add(again, growth(before, collected), (before, ran, collected))
-            else:
-                survived = self._after_collection(before) if again else {}
-                going = tally.add(again, survived)
-            if not going:
+        if tally.slope:  # a slope needs signed counts: every replay is measured
+            self._slope_replays(case, tally)
+        for _ in range(0 if tally.slope else self.replays):
+            again, before = self._attempt(case)[1:3]
+            survived = self._after_collection(before) if again else {}
+            if not tally.add(again, survived):
                 return None
         recurring = tally.delta()
         if recurring is None:
@@ -329,6 +340,57 @@ class Oracle:
             caller=None if lost is None or lost.caller is None else str(lost.caller),
             stack=() if lost is None else tuple(str(f) for f in lost.frames),
         )
+
+    def _measured(
+        self, case: InitCase
+    ) -> tuple[dict[str, int], dict[str, int], tuple[Counts, Counts, Counts]]:
+        """One replay for a slope: (growth, growth after collection, signed counts).
+
+        The outcome is dropped before the counts after the run are taken: a
+        count of Python objects would hold it against the run.  Counters that
+        judge no cycles (``pyobjects``) show no growth before collection.
+        """
+        again, before = self._attempt(case)[1:3]
+        ran = self._snapshot()
+        collected = self._collected()
+        for name in self._no_cycles:
+            if name in before:
+                ran[name] = before[name]
+        return again, growth(before, collected), (before, ran, collected)
+
+    def _slope_replays(self, case: InitCase, tally: Tally) -> None:
+        """The replays of a slope verdict, the window's ends taken where the oracle holds the same.
+
+        A count of Python objects (``pyobjects``) counts the oracle's own
+        bookkeeping too: a replay's outcome, the counts it keeps, the tally's
+        state.  So the last warm-up first gives the tally its shape (it grows
+        nothing by slope, and the counters judged on every replay must have
+        grown on it too), then the ends of the window of n replays are
+        measured after a full collection (which also empties the
+        interpreter's free lists), at the same point, and written into an
+        array made before the first (storing into it makes no object): a
+        correct target nets zero.
+        """
+        names = sorted(tally.slope)
+        ends = array("q", bytes(16 * len(names)))
+        again, survived, (before, _ran, collected) = self._measured(case)
+        tally.add(again, survived, (before, before, collected))
+        del again, survived, before, _ran, collected
+        self._mark(ends, names, 0)
+        for _ in range(self.replays):
+            tally.add(*self._measured(case))
+        self._mark(ends, names, len(names))
+        width = len(names)
+        tally.window(
+            {name: ends[i] for i, name in enumerate(names)},
+            {name: ends[width + i] for i, name in enumerate(names)},
+        )
+
+    def _mark(self, ends: array[int], names: Sequence[str], at: int) -> None:
+        """Write the counts ``names`` after a full collection into ``ends`` from ``at``."""
+        counts = self._collected()
+        for i, name in enumerate(names):
+            ends[at + i] = counts.get(name, 0)
 
     def _attribute(self, case: InitCase) -> tuple[tuple[Site, ...], LostStack | None]:
         """One more replay, with allocation sites and caller stacks recorded.

@@ -23,6 +23,7 @@ NOT_INSTRUMENTED = [
     "tlsleak.ledgers.interposer",
     "tlsleak.ledgers.objects",
     "tlsleak.ledgers.process_heap",
+    "tlsleak.ledgers.pyobjects",
     "tlsleak.ledgers.shim",
     "tlsleak.fuzz.guidance",
     "tlsleak.fuzz.worker",

@@ -18,6 +18,7 @@ from tlsleak.ledgers.fds import FdLedger
 from tlsleak.ledgers.heap import HeapLedger
 from tlsleak.ledgers.objects import OpenSSLObjectLedger
 from tlsleak.ledgers.process_heap import ProcessHeapLedger, heap_available
+from tlsleak.ledgers.pyobjects import PyObjectsLedger
 
 __all__ = [
     "LEDGERS",
@@ -30,6 +31,7 @@ __all__ = [
     "LedgerUnavailable",
     "OpenSSLObjectLedger",
     "ProcessHeapLedger",
+    "PyObjectsLedger",
     "Site",
     "counts_allocation",
     "growth",
@@ -43,6 +45,7 @@ LEDGERS: dict[str, Callable[[], Ledger]] = {
     FdLedger.name: FdLedger,
     HeapLedger.name: HeapLedger,
     ProcessHeapLedger.name: ProcessHeapLedger,
+    PyObjectsLedger.name: PyObjectsLedger,
 }
 
 

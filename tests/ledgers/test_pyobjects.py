@@ -1,0 +1,124 @@
+"""The ``pyobjects`` ledger: a leak of small Python objects, which no malloc count sees.
+
+Positive control: a user's init path that keeps one small object per attempt
+in a module-level list, found by ``pyobjects`` through the check worker, and
+missed by the ``heap`` ledger alone (pymalloc's arenas hide it from malloc).
+Negative controls: ``pyopenssl`` and ``control-fixed`` over the bundled
+corpus, a cache that fills over a target's first three attempts, and the
+oracle's own per-attempt objects (outcomes, tracebacks, counts), which must
+net zero for a correct target.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tlsleak.cases.case import InitCase
+from tlsleak.check.oracle import FindingKind, Oracle
+from tlsleak.check.worker import IsolatedOracle
+from tlsleak.cli import main
+from tlsleak.ledgers import LEDGERS, LedgerUnavailable
+from tlsleak.ledgers.pyobjects import PyObjectsLedger, live_types, type_growth
+from tlsleak.targets import CallableTarget, Rejected
+
+#: A user's init path that keeps a small object for every refused case.
+PLANTED = """
+from tlsleak import Rejected
+
+kept = []
+
+def init(case):
+    if len(case.cert) < 100:  # too short to be a certificate
+        kept.append(object())  # the bug: a registry that is never cleared
+        raise Rejected("certificate", "no certificate")
+"""
+
+_cache: list[object] = []
+_kept: list[object] = []
+
+
+def _leaky(case: InitCase) -> None:
+    _kept.append([case.mode])  # one small list per attempt, never freed
+    raise Rejected("certificate", "refused")
+
+
+def _caching(case: InitCase) -> None:
+    if len(_cache) < 3:  # a cache filled over the first three attempts, then full
+        _cache.append({"entry": len(_cache)})
+    raise Rejected("certificate", "refused")
+
+
+def _correct(case: InitCase) -> None:
+    try:
+        int("not a number")  # an exception, a traceback and a message each time
+    except ValueError as exc:
+        raise Rejected("certificate", f"refused: {exc}") from exc
+
+
+def test_it_is_registered_and_counts_python_objects() -> None:
+    ledger = LEDGERS["pyobjects"]()
+    ledger.start()
+    before = ledger.snapshot()["pyobjects.blocks"]
+    held = [object() for _ in range(100)]
+    assert ledger.snapshot()["pyobjects.blocks"] - before >= 100
+    del held
+    ledger.stop()
+
+
+def test_it_refuses_an_interpreter_without_pymalloc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "getallocatedblocks", lambda: 0)
+    with pytest.raises(LedgerUnavailable, match="pymalloc"):
+        PyObjectsLedger().start()
+
+
+def test_type_growth_names_the_leaked_types() -> None:
+    before = live_types()
+    held = [[1], [2], {"a": []}]  # (a dict of atoms only is not tracked)
+    grown = type_growth(before, live_types())
+    assert grown["list"] >= 3
+    assert grown["dict"] >= 1
+    del held
+
+
+def test_a_small_object_kept_per_attempt_is_found(bad_cert_case: InitCase) -> None:
+    with Oracle(CallableTarget(_leaky), ledgers=["pyobjects"]) as oracle:
+        verdict = oracle.check(bad_cert_case)
+    assert [f.kind for f in verdict.findings] == [FindingKind.LEAK]
+    assert verdict.findings[0].delta["pyobjects.blocks"] >= 1
+
+
+@pytest.mark.parametrize("fn", [_caching, _correct])
+def test_correct_code_and_a_filling_cache_net_zero(fn: object, bad_cert_case: InitCase) -> None:
+    with Oracle(CallableTarget(fn), ledgers=["pyobjects"]) as oracle:  # type: ignore[arg-type]
+        verdicts = [oracle.check(bad_cert_case) for _ in range(5)]
+    assert [v.findings for v in verdicts] == [()] * 5
+
+
+def test_the_worker_finds_it_and_heap_alone_does_not(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bad_cert_case: InitCase,
+    valid_case: InitCase,
+) -> None:
+    (tmp_path / "planted_pyobjects.py").write_text(PLANTED)
+    monkeypatch.chdir(tmp_path)  # the worker imports the target from where it stands
+    found: Counter[str] = Counter()
+    for ledgers in (["pyobjects"], ["heap"]):
+        with IsolatedOracle("planted_pyobjects:init", ledgers=ledgers) as oracle:
+            bad = oracle.check(bad_cert_case)
+            good = oracle.check(valid_case)
+        assert good.clean
+        found[ledgers[0]] = sum(f.kind is FindingKind.LEAK for f in bad.findings)
+    assert found == Counter({"pyobjects": 1, "heap": 0})
+
+
+@pytest.mark.parametrize("target", ["pyopenssl", "control-fixed"])
+def test_clean_targets_stay_clean_on_the_bundled_corpus(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", target, "--ledger", "pyobjects", "-q"]) == 0
+    assert "no findings" in capsys.readouterr().out
