@@ -222,16 +222,28 @@ def _addr2line(path: str, offsets: Sequence[int]) -> dict[int, tuple[str | None,
     return found
 
 
+#: Frames named so far in this process, by address: a worker checks case
+#: after case on one target, whose libraries stay where they were loaded, and
+#: naming the same addresses again (dladdr, an addr2line process) took ~10 ms
+#: of every leak's attribution.
+_named: dict[int, Frame] = {}
+_CACHE_LIMIT: Final = 100_000
+
+
 def symbolise(raw: Sequence[RawStack]) -> list[LostStack]:
     """Name every frame of ``raw``: dladdr for all, addr2line for the callers' objects.
 
     Only objects outside the runtime go to ``addr2line`` (system libraries
     have no debug info, and reading libcrypto's symbols costs time for
-    nothing); their addresses are batched, one call per object.
+    nothing); their addresses are batched, one call per object.  Names are
+    kept for the life of the process (a library unloaded and another loaded
+    at its address would keep the old names: tlsleak loads a target once).
     """
-    named: dict[int, Frame] = {}
+    if len(_named) > _CACHE_LIMIT:
+        _named.clear()
+    named = _named
     wanted: dict[str, dict[int, int]] = {}  # object -> lookup offset -> address
-    for address in {a for stack in raw for a in stack.frames}:
+    for address in {a for stack in raw for a in stack.frames} - named.keys():
         # A return address points past the call: look up the call itself.
         path, base, symbol, saddr = _dladdr(address - 1)
         offset = address - saddr if symbol and saddr else address - base

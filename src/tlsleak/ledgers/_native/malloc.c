@@ -217,7 +217,9 @@ static inline int inject(void)
  * addressing with linear probing and backward-shift deletion (no
  * tombstones); one mutex: a slow diagnostic mode.
  */
-#define STACK_DEPTH 20 /* 16 of the caller's frames plus the interposer's own */
+#ifndef STACK_DEPTH
+#define STACK_DEPTH 18 /* 16 of the caller's frames, plus the interposer's own two */
+#endif
 
 typedef struct {
     void *p; /* NULL: empty */
