@@ -211,6 +211,22 @@ def test_a_leak_names_the_line_of_the_c_library_that_lost_it(
     assert finding["sites"]  # the library-internal sites, as before
 
 
+def test_a_library_without_openssl_is_named_by_its_own_allocation(
+    c_compiler: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # control_malloc.c copies each blob with malloc and loses the copies: only
+    # the heap ledger sees it, and no OpenSSL site can say where.
+    lib = c_compiler(C_DIR / "control_malloc.c", tmp_path / "malloc-g.so", "-g")
+    line = _line_of(C_DIR / "control_malloc.c", "unsigned char *q = malloc(n + 1);")
+    case = LEAKING_CASE.with_name("01cdda74e75ec40bc2bd0ae7c27282c9d5a83451")
+    report = tmp_path / "report.json"
+    assert main(["check", f"c:{lib}", str(case), "--json", str(report)]) == 1
+    (finding,) = json.loads(report.read_text())["findings"]
+    assert finding["caller"] == f"control_malloc.c:{line} (copy)"
+    assert finding["stack"][0] == finding["caller"]  # its own malloc call: no library inside
+    assert f"lost at control_malloc.c:{line} (copy)" in capsys.readouterr().out
+
+
 def test_without_debug_info_the_caller_is_a_symbol_and_offset(
     c_controls: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
