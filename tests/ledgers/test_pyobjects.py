@@ -76,7 +76,7 @@ def test_it_refuses_an_interpreter_without_pymalloc(monkeypatch: pytest.MonkeyPa
 
 
 def test_it_is_opt_in() -> None:
-    """Every attempt grows it once (its outcome), so every case would be replayed: ~6x."""
+    """Every attempt grows it once (its outcome), so each costs one more run: ~2x."""
     for name in ("pyopenssl", "control-fixed", "ssl"):
         assert "pyobjects" not in resolve_target(name).ledgers
 
@@ -93,6 +93,20 @@ def test_correct_code_and_a_filling_cache_net_zero(fn: object, bad_cert_case: In
     with Oracle(CallableTarget(fn), ledgers=["pyobjects"]) as oracle:  # type: ignore[arg-type]
         verdicts = [oracle.check(bad_cert_case) for _ in range(5)]
     assert [v.findings for v in verdicts] == [()] * 5
+
+
+def test_correct_code_costs_one_more_run_not_the_replays(bad_cert_case: InitCase) -> None:
+    runs: list[None] = []
+
+    def counted(case: InitCase) -> None:
+        runs.append(None)
+        _correct(case)
+
+    with Oracle(CallableTarget(counted), ledgers=["pyobjects"]) as oracle:
+        oracle.check(bad_cert_case)  # fills what a first run fills
+        runs.clear()
+        assert oracle.check(bad_cert_case).clean
+    assert len(runs) <= 2  # the attempt, and at most the run that shows it nets zero
 
 
 def test_the_worker_finds_it_and_heap_alone_does_not(

@@ -15,8 +15,10 @@ debug build's other allocators) the count stays at zero whatever leaks, so
 
 It is opt-in (``--ledger pyobjects``), not a default ledger of any target:
 every attempt grows it once (the outcome the target returns is alive when
-the attempt ends), so every case would go to replays, about 6x the oracle's
-time on ``pyopenssl`` and ``control-fixed`` for no false finding either way.
+the attempt ends), so the oracle runs each case once more between two
+collections to see it net zero, about 2x the oracle's time on ``pyopenssl``
+and ``control-fixed`` (6x when every case went to replays), for no false
+finding on either.
 """
 
 from __future__ import annotations
