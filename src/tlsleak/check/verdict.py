@@ -91,7 +91,12 @@ def root_counters(delta: Mapping[str, int]) -> list[str]:
             # Every OpenSSL heap block is a malloc block too: with both heap
             # ledgers on, one loss is counted twice, and the process heap's
             # names (the ones either ledger alone used to give) name it.
-            return sorted(name for name in delta if not name.startswith("openssl-heap."))
+            names = [name for name in delta if not name.startswith("openssl-heap.")]
+            if "heap.blocks" not in delta and len(names) > 1:
+                # Bytes without a new block: a buffer that grew (a list of
+                # leaked Python objects), never a root by itself.
+                names.remove("heap.bytes")
+            return sorted(names)
         return sorted(delta)
     outer = OWNERSHIP.index(typed[0])
     return sorted(name for name in typed if OWNERSHIP.index(name) <= outer + 1)
