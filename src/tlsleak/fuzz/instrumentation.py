@@ -25,6 +25,7 @@ NOT_INSTRUMENTED = [
     "tlsleak.ledgers.process_heap",
     "tlsleak.ledgers.pyobjects",
     "tlsleak.ledgers.shim",
+    "tlsleak.ledgers.symbols",
     "tlsleak.fuzz.guidance",
     "tlsleak.fuzz.worker",
     "tlsleak.cases.mutator",
