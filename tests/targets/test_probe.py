@@ -186,7 +186,7 @@ def test_the_survey_probes_every_builtin_target() -> None:
         assert found[name].seen_by()[0] == "openssl-objects"
     ssl = found["ssl"].seen_by()
     # Python's ssl runs on the system libcrypto; the process heap sees any stack.
-    assert ssl == ["openssl-heap", "heap", "fds"]
+    assert ssl == ["openssl-heap", "heap", "fds", "pyobjects"]
     blind = [s.ledger for s in found["ssl"].sights if s.sees is False]
     assert blind == ["openssl-objects"]
 
