@@ -60,8 +60,8 @@ def run_targets(_args: argparse.Namespace) -> int:
             elif s.sees is None and s.why:
                 inactive[s.ledger] = s.why
     print("\nLEDGERS are the ledgers that counted one object each target allocated through")
-    print("its own stack, tried in a worker with the heap shims preloaded (fds counts the")
-    print("whole process).")
+    print("its own stack, tried in a worker with the heap shims preloaded (fds and pyobjects")
+    print("count the whole process).")
     for ledger, names in blind.items():
         print(f"Blind: {ledger} cannot see {', '.join(names)}.")
     for ledger, why in inactive.items():
