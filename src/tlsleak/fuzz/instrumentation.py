@@ -17,6 +17,7 @@ __all__ = ["NOT_INSTRUMENTED", "instrumented_packages"]
 # code.  atheris matches these names exactly, so each module is listed.
 NOT_INSTRUMENTED = [
     "tlsleak.ledgers",
+    "tlsleak.ledgers._preload",
     "tlsleak.ledgers.base",
     "tlsleak.ledgers.fds",
     "tlsleak.ledgers.heap",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from tlsleak.ledgers._preload import mapped_library, preload_hint
 from tlsleak.ledgers.base import LedgerUnavailable
 
 __all__ = [
@@ -199,32 +200,6 @@ class Interposer:
         self._lib.tlsleak_malloc_stacks_clear()
 
 
-def _mapped() -> str | None:
-    """The path of a libtlsleak_malloc.so mapped into this process, if any."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                path = line.rstrip("\n").partition("/")[2]
-                if path and Path("/" + path).name == INTERPOSER_NAME:
-                    return "/" + path
-    except OSError:  # no /proc: ask the dynamic linker about our own copy
-        try:
-            path = str(interposer_path())
-            ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
-        except (OSError, LedgerUnavailable):
-            return None
-        return path
-    return None
-
-
-def _preload_hint() -> str:
-    try:
-        where = str(interposer_path())
-    except LedgerUnavailable as exc:
-        return f"build it first ({exc})"
-    return f"start the process with LD_PRELOAD={where} (tlsleak does this for its workers)"
-
-
 _active: Interposer | None = None
 
 
@@ -237,11 +212,11 @@ def interposer() -> Interposer:
     global _active
     if _active is not None:
         return _active
-    loaded = _mapped()
+    loaded = mapped_library(INTERPOSER_NAME, interposer_path)
     if loaded is None:
         raise LedgerUnavailable(
             f"{_INACTIVE}: the malloc interposer ({INTERPOSER_NAME}) is not loaded in this "
-            "process; " + _preload_hint()
+            "process; " + preload_hint(interposer_path)
         )
     # RTLD_NOLOAD: a handle on the copy already loaded, never a second load.
     found = Interposer(ctypes.CDLL(loaded, mode=os.RTLD_NOLOAD | os.RTLD_NOW))
@@ -249,7 +224,8 @@ def interposer() -> Interposer:
         raise LedgerUnavailable(
             f"{_INACTIVE}: the malloc interposer {loaded} is loaded but is not the "
             "process's malloc: it was loaded after the process started (e.g. with "
-            "ctypes), when every caller had already found glibc's; " + _preload_hint()
+            "ctypes), when every caller had already found glibc's; "
+            + preload_hint(interposer_path)
         )
     _active = found  # preloaded once, it stays the malloc for the life of the process
     return found

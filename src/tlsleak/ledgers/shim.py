@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
+from tlsleak.ledgers._preload import mapped_library, preload_hint
 from tlsleak.ledgers.base import LedgerUnavailable, Site
 from tlsleak.ledgers.interposer import interposer_path
 
@@ -205,33 +206,7 @@ class Heap:
         return int(self._lib.tlsleak_heap_foreign())
 
 
-def _loaded_shim() -> str | None:
-    """The path of a libtlsleak_heap.so mapped into this process, if any."""
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            for line in maps:
-                path = line.rstrip("\n").partition("/")[2]
-                if path and Path("/" + path).name == SHIM_NAME:
-                    return "/" + path
-    except OSError:  # no /proc: ask the dynamic linker about our own shim
-        try:
-            path = str(shim_path())
-            ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
-        except (OSError, LedgerUnavailable):
-            return None
-        return path
-    return None
-
-
 _active: Heap | None = None
-
-
-def _preload_hint() -> str:
-    try:
-        where = str(shim_path())
-    except LedgerUnavailable as exc:
-        return f"build it first ({exc})"
-    return f"start the process with LD_PRELOAD={where} (tlsleak does this for its workers)"
 
 
 def heap() -> Heap:
@@ -243,10 +218,11 @@ def heap() -> Heap:
     global _active
     if _active is not None:
         return _active
-    loaded = _loaded_shim()
+    loaded = mapped_library(SHIM_NAME, shim_path)
     if loaded is None:
         raise LedgerUnavailable(
-            f"{_INACTIVE}: the shim ({SHIM_NAME}) is not loaded in this process; " + _preload_hint()
+            f"{_INACTIVE}: the shim ({SHIM_NAME}) is not loaded in this process; "
+            + preload_hint(shim_path)
         )
     # RTLD_NOLOAD: a handle on the copy already loaded, never a second load.
     found = Heap(ctypes.CDLL(loaded, mode=os.RTLD_NOLOAD | os.RTLD_NOW))
@@ -255,7 +231,7 @@ def heap() -> Heap:
             f"{_INACTIVE}: the shim {loaded} is loaded, but OpenSSL refused its memory "
             "hooks (installation failed) because OpenSSL had already allocated memory "
             "when the shim was loaded, e.g. with ctypes after importing ssl or hashlib; "
-            + _preload_hint()
+            + preload_hint(shim_path)
         )
     _active = found  # once installed, the hooks stay for the life of the process
     return found
