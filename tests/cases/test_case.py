@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tlsleak.cases.case import InitCase, Mode, decode, encode
+from tlsleak.cases.case import InitCase, Mode, decode, encode, resolve_fail_alloc
 
 
 def test_empty_input_is_an_empty_server_case() -> None:
@@ -62,3 +62,70 @@ def test_invalid_utf8_labels_decode_stably() -> None:
     case = decode(data)
     assert case.labels == ("\ufffda",)
     assert decode(encode(case)) == case
+
+
+# --- the fail point (tlsleak fuzz --fail-alloc) -------------------------------------------
+
+
+@pytest.mark.parametrize("point", [1, 2, 64, 65, -1, -2, -64, 1 << 27, -(1 << 27)])
+def test_a_fail_point_round_trips(point: int) -> None:
+    case = InitCase(Mode.CLIENT, b"ca", b"cert", labels=("x",), fail_alloc=point)
+    assert decode(encode(case)) == case
+    assert decode(encode(case)).fail_alloc == point
+
+
+def test_a_fail_point_is_flag_bit_1_and_a_zigzag_varint_after_the_labels() -> None:
+    plain = encode(InitCase(cert=b"c", labels=("t",)))
+    assert encode(InitCase(cert=b"c", labels=("t",), fail_alloc=1)) == b"\x02" + plain[1:] + b"\x00"
+    assert encode(InitCase(fail_alloc=-1))[-1:] == b"\x01"
+    assert encode(InitCase(fail_alloc=2))[-1:] == b"\x02"
+    assert encode(InitCase(fail_alloc=-65))[-2:] == b"\x81\x01"
+
+
+def test_cases_without_a_fail_point_encode_as_before() -> None:
+    # Every corpus file written before the field existed has bit 1 clear.
+    case = InitCase(Mode.CLIENT, b"C", b"x" * 200, b"", b"", b"", ("t",))
+    assert encode(case)[0] == 0x01
+    assert decode(encode(case)).fail_alloc is None
+
+
+def test_a_set_bit_without_its_varint_is_the_first_allocation() -> None:
+    # Total: a byte mutation that sets bit 1 alone gives a case, canonically encoded.
+    case = decode(b"\x02")
+    assert case.fail_alloc == 1
+    assert decode(encode(case)) == case
+    assert decode(b"\xfe").fail_alloc == 1
+    assert decode(b"\xfc").fail_alloc is None
+
+
+def test_an_invalid_fail_point_is_refused() -> None:
+    for bad in (0, (1 << 27) + 1, -(1 << 27) - 1):
+        with pytest.raises(ValueError, match="fail_alloc"):
+            InitCase(fail_alloc=bad)
+
+
+def test_without_fail_alloc_keeps_everything_else() -> None:
+    case = InitCase(Mode.CLIENT, b"ca", labels=("a",), fail_alloc=-4)
+    assert case.without_fail_alloc() == InitCase(Mode.CLIENT, b"ca", labels=("a",))
+    plain = InitCase()
+    assert plain.without_fail_alloc() is plain
+
+
+@pytest.mark.parametrize(
+    ("point", "count", "resolved"),
+    [
+        (1, 10, 1),
+        (10, 10, 10),
+        (11, 10, 1),
+        (25, 10, 5),
+        (-1, 10, 10),
+        (-10, 10, 1),
+        (-11, 10, 10),
+        (7, 1, 1),
+        (-7, 1, 1),
+        (3, 0, None),
+        (-3, 0, None),
+    ],
+)
+def test_a_fail_point_resolves_within_the_run(point: int, count: int, resolved: int | None) -> None:
+    assert resolve_fail_alloc(point, count) == resolved
