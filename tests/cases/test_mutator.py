@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -16,6 +17,7 @@ from tlsleak.cases.mutator import (
     custom_mutator,
     mutate_blob,
     mutate_case,
+    mutate_fail_alloc,
 )
 from tlsleak.targets import Status
 from tlsleak.targets.pyopenssl import PyOpenSSLTarget
@@ -121,3 +123,70 @@ def test_mutated_input_with_pyopenssl_stays_a_verdict(valid_case: InitCase) -> N
     for seed in range(60):
         case, name = mutate_case(valid_case.encode(), RandomChoices(random.Random(seed)))
         assert target.run(case).status is not Status.ERROR or "password" in name, name
+
+
+# --- the fail point (tlsleak fuzz --fail-alloc) -------------------------------------------
+
+
+def test_without_fail_alloc_the_fail_point_is_never_touched(valid_case: InitCase) -> None:
+    pointed = replace(valid_case, fail_alloc=-3)
+    for seed in range(200):
+        out, name = mutate_case(pointed.encode(), RandomChoices(random.Random(seed)))
+        assert out.fail_alloc == -3
+        assert not name.startswith("fail-alloc")
+        plain, _name = mutate_case(valid_case.encode(), RandomChoices(random.Random(seed)))
+        assert plain.fail_alloc is None
+
+
+def test_without_fail_alloc_the_draws_are_those_of_before(valid_case: InitCase) -> None:
+    # The same seed gives the same mutation whether or not a point is carried.
+    pointed = replace(valid_case, fail_alloc=7)
+    for seed in range(50):
+        a, name_a = mutate_case(valid_case.encode(), RandomChoices(random.Random(seed)))
+        b, name_b = mutate_case(pointed.encode(), RandomChoices(random.Random(seed)))
+        assert name_a == name_b
+        assert b == replace(a, fail_alloc=7)
+
+
+def test_with_fail_alloc_points_are_set_moved_and_cleared(valid_case: InitCase) -> None:
+    names: Counter[str] = Counter()
+    signs: Counter[bool] = Counter()
+    data = valid_case.encode()
+    for seed in range(2000):
+        out, name = mutate_case(data, RandomChoices(random.Random(seed)), fail_alloc=True)
+        names[name if name.startswith("fail-alloc") else "other"] += 1
+        if out.fail_alloc is not None:
+            signs[out.fail_alloc > 0] += 1
+        data = out.encode()  # a walk, as the fuzzer's corpus makes one
+        assert decode(data) == out
+    assert {"fail-alloc:set", "fail-alloc:nudge", "fail-alloc:new", "fail-alloc:clear"} <= set(
+        names
+    )
+    assert names["other"] > sum(n for k, n in names.items() if k != "other")  # blobs still lead
+    assert signs[True] and signs[False]  # both ends of the run
+
+
+def test_a_nudge_stays_at_its_end_of_the_run(valid_case: InitCase) -> None:
+    for point in (1, -1, 3, -3):
+        pointed = replace(valid_case, fail_alloc=point)
+        for seed in range(200):
+            out, name = mutate_fail_alloc(pointed, RandomChoices(random.Random(seed)))
+            if name == "fail-alloc:nudge":
+                assert out.fail_alloc is not None
+                assert (out.fail_alloc > 0) == (point > 0)
+
+
+def test_the_custom_mutator_reaches_the_fail_point_only_when_asked(valid_case: InitCase) -> None:
+    def bytes_kept(data: bytes, _max: int) -> bytes:
+        return data
+
+    data = valid_case.encode()
+    asked = [
+        decode(custom_mutator(data, 1 << 20, seed, byte_mutate=bytes_kept, fail_alloc=True))
+        for seed in range(200)
+    ]
+    assert sum(c.fail_alloc is not None for c in asked) > 20
+    plain = [
+        decode(custom_mutator(data, 1 << 20, seed, byte_mutate=bytes_kept)) for seed in range(200)
+    ]
+    assert all(c.fail_alloc is None for c in plain)

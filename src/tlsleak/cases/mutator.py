@@ -20,7 +20,16 @@ configuration is broken, and encodes it again:
 - ``crossover:<field>`` and ``splice:<field>``: a blob taken from another case,
   or one of its PEM blocks appended (chains that mix identities, a key after
   a certificate);
-- ``mode``, ``password`` and ``server-name``: the small fields.
+- ``mode``, ``password`` and ``server-name``: the small fields;
+- ``fail-alloc:set``, ``fail-alloc:nudge``, ``fail-alloc:new`` and
+  ``fail-alloc:clear``: the allocation the run makes fail
+  (:attr:`~tlsleak.cases.case.InitCase.fail_alloc`), only when asked for
+  (``fail_alloc=True``: ``tlsleak fuzz --fail-alloc``), in one mutation out of
+  :data:`FAIL_ALLOC_SHARE`.  A new point is one of the first or the last few
+  allocations (where constructors and error paths allocate) or anywhere in
+  a long run; a nudge moves it by a few, so the search walks along the run
+  from a point that found something new.  Without ``fail_alloc`` the other
+  operations are drawn exactly as before and a point is kept as it is.
 
 The output is always a canonical encoding (``encode(decode(out)) == out``),
 never longer than ``max_size`` when that is given (a result that would be is
@@ -59,12 +68,15 @@ from tlsleak.cases.material import (
 __all__ = [
     "BLOBS",
     "BYTE_SHARE",
+    "FAIL_ALLOC_DESCRIPTION",
+    "FAIL_ALLOC_SHARE",
     "OPERATIONS",
     "OPERATION_DESCRIPTIONS",
     "custom_crossover",
     "custom_mutator",
     "mutate_blob",
     "mutate_case",
+    "mutate_fail_alloc",
 ]
 
 #: The fields holding certificates and keys, simplest to damage first.
@@ -83,6 +95,16 @@ OPERATIONS: Final = tuple(OPERATION_DESCRIPTIONS)
 _WITHOUT_DONOR: Final = tuple(op for op in OPERATIONS if op != "crossover")
 #: One custom mutation in this many is libFuzzer's own byte mutation instead.
 BYTE_SHARE: Final = 5
+#: With ``fail_alloc``, one structure-aware mutation in this many changes the fail point.
+FAIL_ALLOC_SHARE: Final = 4
+FAIL_ALLOC_DESCRIPTION: Final = (
+    "The allocation to make fail set (one of the first or last few, or anywhere), "
+    "moved by a few, or cleared (only with --fail-alloc)."
+)
+# New points: within this many of either end of the run, or anywhere up to _FAR.
+_NEAR: Final = 64
+_FAR: Final = 4096
+_NUDGE: Final = 8
 
 # A password that the material's encrypted keys use, and a few that are not.
 _PASSWORDS: Final = (b"", b"tlsleak", b"x" * 1025, b"\x00")
@@ -131,15 +153,44 @@ def _pick_blob(case: InitCase, choices: Choices) -> str:
     return choices.choice(filled or list(BLOBS))
 
 
+def _new_fail_point(choices: Choices) -> int:
+    where = choices.integer(0, 2)
+    if where == 0:
+        return choices.integer(1, _NEAR)  # the constructors the path starts with
+    if where == 1:
+        return -choices.integer(1, _NEAR)  # the error path and teardown it ends with
+    return choices.integer(1, _FAR)
+
+
+def mutate_fail_alloc(case: InitCase, choices: Choices) -> tuple[InitCase, str]:
+    """Set, move or clear the allocation ``case`` makes fail: (the new case, its name)."""
+    point = case.fail_alloc
+    if point is None:
+        return replace(case, fail_alloc=_new_fail_point(choices)), "fail-alloc:set"
+    how = choices.integer(0, 3)
+    if how == 0:
+        return case.without_fail_alloc(), "fail-alloc:clear"
+    if how == 1:
+        return replace(case, fail_alloc=_new_fail_point(choices)), "fail-alloc:new"
+    step = choices.integer(1, _NUDGE) * (1 if choices.boolean() else -1)
+    moved = point + step
+    if moved == 0 or (moved > 0) != (point > 0):
+        moved = point - step  # stay anchored at the same end of the run
+    return replace(case, fail_alloc=moved), "fail-alloc:nudge"
+
+
 def mutate_case(
-    data: bytes, choices: Choices, *, other: bytes | None = None
+    data: bytes, choices: Choices, *, other: bytes | None = None, fail_alloc: bool = False
 ) -> tuple[InitCase, str]:
     """Decode ``data``, make one structure-aware change, return (the new case, its name).
 
     ``other`` is a second input for crossover and splicing (without it those
-    operations take the case's own blobs).  Labels are kept as they were.
+    operations take the case's own blobs).  Labels are kept as they were, and
+    so is the fail point, unless ``fail_alloc`` (see the module docstring).
     """
     case = decode(data)
+    if fail_alloc and choices.integer(1, FAIL_ALLOC_SHARE) == 1:
+        return mutate_fail_alloc(case, choices)
     donor = decode(other) if other is not None else case
     # Crossing a case over with itself changes nothing: without a donor,
     # splicing (one of its own blocks into another blob) is all there is.
@@ -181,14 +232,20 @@ def custom_mutator(
     seed: int,
     *,
     byte_mutate: Callable[[bytes, int], bytes] | None = None,
+    fail_alloc: bool = False,
 ) -> bytes:
-    """atheris's custom mutator: one structure-aware change (or a byte mutation)."""
+    """atheris's custom mutator: one structure-aware change (or a byte mutation).
+
+    ``fail_alloc``: the fail point is one of the things changed (bind it with
+    :func:`functools.partial` for atheris).  libFuzzer's byte mutations reach
+    it either way: flag bit 1 and the varint after the labels are bytes too.
+    """
     rng = random.Random(seed)
     if byte_mutate is None:
         byte_mutate = _atheris_mutate()
     if rng.randrange(BYTE_SHARE) == 0:
         return byte_mutate(data, max_size)
-    case, _name = mutate_case(data, RandomChoices(rng))
+    case, _name = mutate_case(data, RandomChoices(rng), fail_alloc=fail_alloc)
     return _fit(case, byte_mutate(data, max_size), max_size)
 
 
