@@ -21,6 +21,13 @@ modelled: a leaked parent is reported as itself, and what hangs off it is the
 business of the heap-level ledger.  Objects made before :meth:`start` are not
 counted; freeing them is ignored.  Every other attribute of the proxy is the
 real one, so code that is not counted runs at full speed.
+
+In the oracle's attribution replay of a leak (:meth:`OpenSSLObjectLedger.begin_stacks`)
+the constructors are swapped for ones that also keep the Python stack of each
+object made, so that a leak names the line of the user's code that made what
+was lost (``lost at mylib/tls.py:17 (init)``, see
+:func:`tlsleak.ledgers.symbols.python_stack`).  Only then: a stack walk per
+constructor call would cost ordinary attempts far more than the counting.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from typing import Any, Final
 from cryptography.hazmat.bindings.openssl.binding import Binding
 
 from tlsleak.ledgers.base import Counts
+from tlsleak.ledgers.symbols import Frame, LostStack, python_stack
 
 __all__ = ["CONSTRUCTORS", "DESTRUCTORS", "TRANSFERS", "UP_REFS", "OpenSSLObjectLedger"]
 
@@ -146,6 +154,9 @@ class _Books:
         self.unseen_frees = 0
         #: [constructor calls since reset, the call number to fail (0: none)].
         self.faults = [0, 0]
+        #: While stacks are recorded: ptr -> (order made, its Python stack).
+        self.stacks: dict[Any, tuple[int, tuple[Frame, ...]]] = {}
+        self.stacks_made = 0
 
     def made(self, ptr: Any, kind: str) -> None:
         with self.lock:
@@ -230,6 +241,20 @@ def _wrap_constructor(real: Callable[..., Any], books: _Books, kind: str) -> Cal
                 refs[ptr] = 1
                 kind_of[ptr] = (ptr, kind)
                 counts[kind] += 1
+        return ptr
+
+    return constructor
+
+
+def _wrap_recording(counted: Callable[..., Any], books: _Books) -> Callable[..., Any]:
+    """``counted`` (a wrapped constructor) that also keeps the Python stack of what it made."""
+    refs, stacks, getframe = books.refs, books.stacks, sys._getframe
+
+    def constructor(*args: Any) -> Any:
+        ptr = counted(*args)
+        if ptr and ptr in refs:
+            books.stacks_made += 1
+            stacks[ptr] = (books.stacks_made, python_stack(getframe(1)))
         return ptr
 
     return constructor
@@ -336,6 +361,15 @@ class _Interposer:
             for name in names:
                 if hasattr(lib, name):
                     wrapped[name] = _wrap_constructor(getattr(lib, name), self.books, kind)
+        #: The recording constructors, swapped in while :attr:`recorders` > 0.
+        self._recording = {
+            name: _wrap_recording(wrapped[name], self.books)
+            for names in CONSTRUCTORS.values()
+            for name in names
+            if name in wrapped
+        }
+        self._counting = {name: wrapped[name] for name in self._recording}
+        self.recorders = 0
         for names in DESTRUCTORS.values():
             for name in names:
                 if hasattr(lib, name):
@@ -389,6 +423,31 @@ class _Interposer:
         if self.users == 0:
             self._swap(self.proxy, self.lib)
 
+    def begin_stacks(self) -> int:
+        """Swap the recording constructors in (for the first recorder); return the mark."""
+        self.recorders += 1
+        if self.recorders == 1:
+            self.proxy.__dict__.update(self._recording)
+        return self.books.stacks_made
+
+    def end_stacks(self, mark: int) -> list[LostStack]:
+        """The objects made since ``mark`` still live, by stack; the last recorder swaps back."""
+        books = self.books
+        with books.lock:
+            recorded = list(books.stacks.items())
+            live = [made for ptr, made in recorded if made[0] > mark and ptr in books.refs]
+        by_stack: dict[tuple[Frame, ...], list[int]] = {}
+        for order, frames in live:
+            seen = by_stack.setdefault(frames, [0, order])
+            seen[0] += 1
+            seen[1] = min(seen[1], order)
+        self.recorders = max(0, self.recorders - 1)
+        if self.recorders == 0:
+            self.proxy.__dict__.update(self._counting)
+            books.stacks.clear()
+        # Objects have no size here: blocks are objects, bytes are unknown (0).
+        return [LostStack(n, 0, first, frames) for frames, (n, first) in by_stack.items()]
+
 
 _interposers: dict[int, _Interposer] = {}
 
@@ -423,6 +482,7 @@ class OpenSSLObjectLedger:
     def __init__(self, lib: Any = None) -> None:
         self._lib = lib
         self._interposer: _Interposer | None = None
+        self._marks: list[int] = []
 
     def start(self) -> None:
         if self._interposer is not None:
@@ -432,6 +492,8 @@ class OpenSSLObjectLedger:
 
     def stop(self) -> None:
         if self._interposer is not None:
+            while self._marks:
+                self._interposer.end_stacks(self._marks.pop())
             self._interposer.uninstall()
             self._interposer = None
 
@@ -461,3 +523,26 @@ class OpenSSLObjectLedger:
         faults = self._books().faults
         faults[0] = 0
         faults[1] = k
+
+    # Caller stacks (the oracle's StackRecorder protocol), for its one
+    # attribution replay of a leak: ordinary attempts never pay for them.
+
+    def begin_stacks(self) -> int:
+        """Keep the Python stack of every object made from now; return the mark."""
+        if self._interposer is None:
+            raise RuntimeError("the ledger was not started")
+        mark = self._interposer.begin_stacks()
+        self._marks.append(mark)
+        return mark
+
+    def end_stacks(self, mark: int) -> list[LostStack]:
+        """Stop keeping stacks; the objects made since ``mark`` still live, by stack.
+
+        Each :class:`~tlsleak.ledgers.symbols.LostStack` counts objects as
+        its blocks (bytes 0), earliest made first by its ``first``.
+        """
+        if self._interposer is None:
+            raise RuntimeError("the ledger was not started")
+        if mark in self._marks:
+            self._marks.remove(mark)
+        return self._interposer.end_stacks(mark)

@@ -21,6 +21,18 @@ A leak is named by its **caller**: the first frame outside the runtime (the
 TLS library, libc, the dynamic loader, tlsleak's own shims, the Python
 interpreter and its extension modules, libffi): the line of *the user's*
 code whose allocation was lost, e.g. ``control_leaky.c:19 (tls_init_once)``.
+
+Python stacks (the ``openssl-objects`` ledger's, of each constructor call
+through cryptography's binding: :func:`python_stack`) are frames too, named
+``mylib/tls.py:17 (init)`` (the path from the module's dotted name, so that
+the same code run from anywhere names the same place); their runtime is the
+TLS binding, the standard library and tlsleak itself (:func:`is_python_runtime`).
+
+A caller names a line, which moves when code is edited, so it never enters
+a signature.  What does, for a leak only the heap sees (a C library's own
+``malloc``), is its :attr:`LostStack.root`: the caller's exported symbol
+from ``dladdr``, without the offset (``malloc.so(tls_init_once)``), which a
+rebuild does not move.
 """
 
 from __future__ import annotations
@@ -30,6 +42,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol, runtime_checkable
@@ -41,7 +55,9 @@ __all__ = [
     "LostStack",
     "StackRecorder",
     "addr2line_missing",
+    "is_python_runtime",
     "is_runtime",
+    "python_stack",
     "root_stack",
     "symbolise",
 ]
@@ -64,6 +80,25 @@ def is_runtime(path: str) -> bool:
     return bool(_RUNTIME.search(os.path.basename(path)))
 
 
+#: Top-level Python packages of the TLS binding: never the caller.
+_PYTHON_BINDING: Final = frozenset({"OpenSSL", "cryptography", "cffi", "ssl", "_ssl"})
+
+
+def is_python_runtime(module: str) -> bool:
+    """Whether frames of the Python module ``module`` are the runtime's, not the caller's.
+
+    The runtime is the TLS binding (pyOpenSSL, cryptography, cffi, ``ssl``),
+    the standard library and tlsleak itself, except ``tlsleak.targets``: a
+    built-in target (``pyopenssl``, the planted controls) *is* the code under
+    test, so its own line is the caller, as a user's module is for
+    ``pkg.mod:func`` (whose frames come first, innermost first, anyway).
+    """
+    top = module.partition(".")[0]
+    if top == "tlsleak":
+        return not module.startswith("tlsleak.targets.")
+    return top in _PYTHON_BINDING or top in sys.stdlib_module_names
+
+
 @dataclass(frozen=True)
 class Frame:
     """One return address, named as well as the object allows."""
@@ -78,16 +113,25 @@ class Frame:
     function: str | None = None
     file: str | None = None
     line: int | None = None
+    #: A Python frame: ``object`` is its module's dotted name and ``file``
+    #: the path made from it (``mylib/tls.py``); ``address`` is 0.
+    python: bool = False
 
     @property
     def location(self) -> str | None:
         """``control_leaky.c:19``: file base name and line, or None without debug info.
 
-        The base name, so that the same code built elsewhere names the same place.
+        The base name, so that the same code built elsewhere names the same
+        place (a Python frame's path is already relative to its package).
         """
         if self.file is None or self.line is None:
             return None
-        return f"{os.path.basename(self.file)}:{self.line}"
+        return f"{self.file if self.python else os.path.basename(self.file)}:{self.line}"
+
+    @property
+    def runtime(self) -> bool:
+        """Whether this frame is the runtime's (never the caller)."""
+        return is_python_runtime(self.object) if self.python else is_runtime(self.object)
 
     def __str__(self) -> str:
         where = self.location
@@ -111,19 +155,80 @@ class LostStack:
     frames: tuple[Frame, ...]
 
     @property
+    def python(self) -> bool:
+        """Whether these are Python frames (a typed object's constructor call)."""
+        return bool(self.frames) and self.frames[0].python
+
+    @property
     def caller(self) -> Frame | None:
-        """The first frame outside the runtime (see :func:`is_runtime`), if any."""
-        return next((f for f in self.frames if not is_runtime(f.object)), None)
+        """The first frame outside the runtime (see :attr:`Frame.runtime`), if any."""
+        return next((f for f in self.frames if not f.runtime), None)
+
+    @property
+    def root(self) -> str | None:
+        """What a signature may say of this stack: ``object(symbol)``, stable across rebuilds.
+
+        The first C frame outside the runtime that ``dladdr`` names by an
+        exported symbol (a static function has none: its exported caller
+        is named instead), without the offset, which moves when any code
+        before it changes; with the object's base name, not its folder.  None
+        for Python stacks (a line is all they have, and lines move) and for
+        stacks whose callers export nothing.
+        """
+        for frame in self.frames:
+            if frame.python:
+                return None
+            if frame.symbol and not frame.runtime:
+                return f"{os.path.basename(frame.object)}({frame.symbol})"
+        return None
 
 
 def root_stack(stacks: Iterable[LostStack]) -> LostStack | None:
     """The earliest lost stack that has a caller: what the bug lost first.
 
     Stacks without a caller are the interpreter's own blocks (a cache that
-    grew during the replay), which name no bug.
+    grew during the replay), which name no bug.  A lost typed object (a
+    Python stack, from ``openssl-objects``) comes before any heap block: the
+    object holds blocks, not the other way round, and the two ledgers number
+    their stacks independently.
     """
     named = [s for s in stacks if s.caller is not None]
-    return min(named, key=lambda s: s.first, default=None)
+    return min(named, key=lambda s: (not s.python, s.first), default=None)
+
+
+#: Python frames kept per stack, innermost first (a test runner's are deep).
+_PYTHON_DEPTH: Final = 48
+
+
+def _python_path(module: str, filename: str) -> str:
+    """``mylib/tls.py`` for module ``mylib.tls``: the same wherever the code is run from."""
+    base = os.path.basename(filename)
+    parts = module.split(".") if module else []
+    stem = os.path.splitext(base)[0]
+    if parts and stem == "__init__":
+        return "/".join([*parts, base])
+    if parts and parts[-1] == stem:
+        return "/".join([*parts[:-1], base])
+    return base
+
+
+def python_stack(frame: types.FrameType | None) -> tuple[Frame, ...]:
+    """The Python stack from ``frame`` outwards, named (innermost first).
+
+    Slow next to the call it describes (a walk of every frame): for the
+    attribution replay only.
+    """
+    frames: list[Frame] = []
+    while frame is not None and len(frames) < _PYTHON_DEPTH:
+        code = frame.f_code
+        module = str(frame.f_globals.get("__name__") or "")
+        spec = frame.f_globals.get("__spec__")
+        if module == "__main__" and spec is not None:
+            module = str(spec.name)  # ``python -m tlsleak...``: its real name
+        path = _python_path(module, code.co_filename)
+        frames.append(Frame(0, module, None, 0, code.co_qualname, path, frame.f_lineno, True))
+        frame = frame.f_back
+    return tuple(frames)
 
 
 @runtime_checkable
