@@ -265,3 +265,93 @@ def test_the_caller_is_in_json_only_when_known_and_not_in_the_signature() -> Non
     assert named.signature == plain.signature
     assert "lost at lib.c:12 (init)" in named.summary()
     assert "lost at" not in plain.summary()
+
+
+# -- the signature root of a leak only the heap sees ---------------------------------
+
+#: An unrelated function (and its exported user), put before the leaking code:
+#: the blob copier, and every offset after it, moves.
+UNRELATED = """
+__attribute__((noinline)) static int unrelated(int x)
+{
+    int y = 0;
+    for (int i = 0; i < x; i++)
+        y = y * 31 + i;
+    return y;
+}
+
+EXPORT int tls_unrelated(int x) { return unrelated(x); }
+"""
+
+
+def _malloc_control(source: Path, extra: str = "", *, export_copy: bool = False) -> Path:
+    """control_malloc.c with ``extra`` near its top; ``export_copy`` exports its blob copier."""
+    text = (C_DIR / "control_malloc.c").read_text()
+    text = text.replace("static const char BEGIN[]", extra + "static const char BEGIN[]")
+    if export_copy:
+        text = text.replace("static unsigned char *copy(", "EXPORT unsigned char *copy(")
+    source.write_text(text)
+    return source
+
+
+def _heap_only_finding(lib: Path, tmp_path: Path) -> dict[str, Any]:
+    case = LEAKING_CASE.with_name("01cdda74e75ec40bc2bd0ae7c27282c9d5a83451")
+    report = tmp_path / "report.json"
+    assert main(["check", f"c:{lib}", str(case), "--json", str(report)]) == 1
+    (finding,) = json.loads(report.read_text())["findings"]
+    return finding  # type: ignore[no-any-return]
+
+
+def test_a_heap_only_leak_is_rooted_at_its_exported_symbol_across_rebuilds(
+    c_compiler: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Built without debug info, as a release build is: frames are offsets.
+    lib = tmp_path / "malloc.so"
+    c_compiler(_malloc_control(tmp_path / "a.c"), lib)
+    before = _heap_only_finding(lib, tmp_path)
+    # Rebuilt in place with an unrelated function added: the offsets move.
+    c_compiler(_malloc_control(tmp_path / "b.c", UNRELATED), lib)
+    after = _heap_only_finding(lib, tmp_path)
+    capsys.readouterr()
+    assert before["stack"] != after["stack"]  # the rebuild did move the code
+    # copy() is static (dladdr names no symbol for it): its exported caller is the root.
+    assert before["root_site"] == after["root_site"] == "malloc.so(tls_init_once)"
+    assert before["signature"] == after["signature"]
+    assert "+0x" not in before["signature"]
+
+
+def test_another_leaking_function_is_another_heap_only_leak(
+    c_compiler: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = tmp_path / "malloc.so"
+    c_compiler(_malloc_control(tmp_path / "a.c"), lib)
+    inline = _heap_only_finding(lib, tmp_path)
+    # The same blocks lost by an exported copy(): another function lost them.
+    c_compiler(_malloc_control(tmp_path / "b.c", export_copy=True), lib)
+    exported = _heap_only_finding(lib, tmp_path)
+    capsys.readouterr()
+    assert exported["root_site"] == "malloc.so(copy)"
+    assert exported["signature"] != inline["signature"]
+
+
+def test_the_root_is_the_first_exported_symbol_outside_the_runtime() -> None:
+    libc = symbols.Frame(1, "/lib/x86_64-linux-gnu/libc.so.6", "malloc", 9)
+    static = symbols.Frame(2, "/build/v2/libfoo.so.1", None, 0x117C)  # no exported symbol
+    exported = symbols.Frame(3, "/build/v2/libfoo.so.1", "foo_init", 0x5B)
+    python = symbols.Frame(4, "/usr/bin/python3.11", "main", 3)
+    assert symbols.LostStack(1, 8, 1, (libc, static, exported, python)).root == (
+        "libfoo.so.1(foo_init)"  # no folder, no offset
+    )
+    # Negative controls: a stack that exports nothing outside the runtime has no root.
+    assert symbols.LostStack(1, 8, 1, (libc, static, python)).root is None
+    assert symbols.LostStack(1, 8, 1, (libc, python)).root is None
+
+
+def test_a_heap_only_leak_stored_without_a_root_still_reproduces() -> None:
+    stored = _leak(caller="malloc.so+0x117c", stack=("malloc.so+0x117c",))
+    fresh = _leak(root_site="malloc.so(tls_init_once)", caller="malloc.so+0x1190")
+    assert fresh.signature != stored.signature
+    assert fresh.reproduces(stored)
+    # Negative control: a stored root that differs is another bug.
+    other = _leak(root_site="malloc.so(copy)")
+    assert not fresh.reproduces(other)

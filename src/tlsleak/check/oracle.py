@@ -336,7 +336,10 @@ class Oracle:
             replays=self.replays,
             sites=sites,
             fail_at=self._fail_at,
-            root_site=None if first is None else f"{first.file}:{first.line}",
+            # Without an OpenSSL site, a C caller's exported symbol (heap-only leaks).
+            root_site=(
+                f"{first.file}:{first.line}" if first is not None else lost.root if lost else None
+            ),
             caller=None if lost is None or lost.caller is None else str(lost.caller),
             stack=() if lost is None else tuple(str(f) for f in lost.frames),
         )

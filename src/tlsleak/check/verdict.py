@@ -129,15 +129,23 @@ class Finding:
     #: Where the first block still live after the attribution replay was
     #: allocated (``file:line``): what was lost first, which is what the bug
     #: lost.  What hangs off it, and so the ranking of :attr:`sites` by bytes,
-    #: varies with the input (a bigger certificate, a longer chain).
+    #: varies with the input (a bigger certificate, a longer chain).  Without
+    #: an OpenSSL site (a leak only the ``heap`` ledger sees: a C library's own
+    #: ``malloc``), the exported symbol of the C caller of that block, without
+    #: its offset: ``malloc.so(tls_init_once)``, which a rebuild does not move
+    #: (:attr:`tlsleak.ledgers.symbols.LostStack.root`).
     root_site: str | None = None
-    #: The first frame outside the TLS library, libc, tlsleak's shims and the
-    #: interpreter in the stack of the first block lost (heap leaks replayed
-    #: with caller stacks): the line of the target's own code that allocated
-    #: it, e.g. ``control_leaky.c:19 (tls_init_once)`` (see
-    #: :mod:`tlsleak.ledgers.symbols`).  Not part of the signature.
+    #: The first frame outside the runtime in the stack of the first thing
+    #: lost (leaks replayed with caller stacks): the line of the target's own
+    #: code that made it.  A C frame for a heap block (outside the TLS
+    #: library, libc, tlsleak's shims and the interpreter), e.g.
+    #: ``control_leaky.c:19 (tls_init_once)``; a Python frame for a typed
+    #: object (``openssl-objects``: outside the TLS binding, the standard
+    #: library and tlsleak), e.g. ``mylib/tls.py:17 (init)`` (see
+    #: :mod:`tlsleak.ledgers.symbols`).  Not part of the signature: lines move.
     caller: str | None = None
-    #: That block's whole stack, innermost frame first (without the interposer).
+    #: That block's or object's whole stack, innermost frame first (without
+    #: the interposer).
     stack: tuple[str, ...] = ()
 
     @property
@@ -279,13 +287,15 @@ class Finding:
     def reproduces(self, recorded: Finding) -> bool:
         """Whether this fresh finding is the bug that ``recorded`` (a stored one) stands for.
 
-        Equal signatures, or for a leak stored before leaks were named by
+        Equal signatures, or for a leak stored without a root site, equal
+        signatures but for the root site: stored before leaks were named by
         their root site (its signature ranked the top sites by bytes, which
-        this one no longer keeps), equal signatures but for the root site.
+        this one no longer keeps), or a heap-only leak stored before its C
+        caller's symbol became its root.
         """
         if self.signature == recorded.signature:
             return True
-        legacy = recorded.root_site is None and bool(recorded.sites)
+        legacy = recorded.root_site is None and self.root_site is not None
         return legacy and replace(self, root_site=None).signature == recorded.signature
 
 
