@@ -2,8 +2,9 @@
 
 Unlike the text report it holds every finding, each with the case file that
 showed it and all of its allocation sites (with ``caller`` and ``stack``:
-the target's own line that lost the first block and its whole stack, when
-the ``heap`` ledger's stacks name them, left out otherwise), and
+the target's own line that lost the first block or object and its whole
+stack, when the ``heap`` ledger's C stacks or the ``openssl-objects``
+ledger's Python ones name them, left out otherwise), and
 ``network``: whether the worker was off the network
 (:class:`tlsleak.check.netns.Network`), whatever the answer.
 """

@@ -3,7 +3,8 @@
 Findings that share a signature (one missing free, say) are one row, however
 many cases and steps show them; the allocation sites of each distinct leak
 follow the table (first the target's own line that lost the first block,
-"lost at ...", when the ``heap`` ledger's stacks name it), and the last line
+"lost at ...", when the caller stacks of the ``heap`` or the
+``openssl-objects`` ledger name it), and the last line
 says how to re-run one example.  When the worker could not be taken off the
 network, a line after the first says so (nothing is added when it was: the
 usual report stays as it is).
@@ -90,7 +91,8 @@ def _sites(group: Sequence[tuple[Path, Finding]]) -> list[str]:
     """Where the blocks of a group's first finding were allocated, if the ledgers say.
 
     First the line of the target's own code that allocated the first block
-    lost (its caller, from the ``heap`` ledger's stacks), then the
+    lost (its caller, from the ``heap`` ledger's C stacks or the
+    ``openssl-objects`` ledger's Python ones), then the
     library-internal sites (``openssl-heap``), biggest first.
     """
     example, first = group[0]
