@@ -15,13 +15,20 @@ must not slow down.  Three ways of checking the bundled corpus on a target
 Rounds are interleaved (before, after, recording, before, ...) so that drift
 in the machine hits every mode alike; the median round of each is reported.
 
-    python bench/bench_stacks.py [--rounds 7] [--target pyopenssl] [--before f9c0e66]
+With ``--cli N`` it then times the whole command, ``tlsleak check TARGET
+corpus/`` (its worker, the ``heap`` ledger preloaded), N times each way,
+alternating: this checkout as it is, and a copy of its ``src/`` whose object
+ledger is the one at ``--before``.  Nothing here asserts on time.
+
+    python bench/bench_stacks.py [--rounds 7] [--target pyopenssl] [--before f9c0e66] [--cli 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,16 +52,20 @@ MIN_ROUND_SECONDS = 0.5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _old_objects(revision: str) -> ModuleType:
-    """``tlsleak/ledgers/objects.py`` at ``revision``, imported under another name."""
-    source = subprocess.run(
+def _old_source(revision: str) -> str:
+    """The source of ``tlsleak/ledgers/objects.py`` at ``revision``."""
+    return subprocess.run(
         ["git", "-C", str(ROOT), "show", f"{revision}:src/tlsleak/ledgers/objects.py"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+
+
+def _old_objects(revision: str) -> ModuleType:
+    """``tlsleak/ledgers/objects.py`` at ``revision``, imported under another name."""
     path = Path(tempfile.mkdtemp()) / "objects_before.py"
-    path.write_text(source)
+    path.write_text(_old_source(revision))
     spec = importlib.util.spec_from_file_location("objects_before", path)
     assert spec is not None
     assert spec.loader is not None
@@ -110,11 +121,42 @@ def _round(
         return time.perf_counter() - start, found
 
 
+def _cli(target: str, revision: str, runs: int) -> None:
+    """Wall seconds of ``tlsleak check TARGET corpus/``, now and with the old object ledger."""
+    before = Path(tempfile.mkdtemp()) / "src"
+    shutil.copytree(ROOT / "src", before, ignore=shutil.ignore_patterns("__pycache__"))
+    (before / "tlsleak" / "ledgers" / "objects.py").write_text(_old_source(revision))
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from tlsleak.cli import main; sys.exit(main(sys.argv[1:]))",
+        "check",
+        target,
+        str(bundled_corpus()),
+    ]
+    times: dict[str, list[float]] = {"before": [], "after": []}
+    for _ in range(runs):
+        for mode, path in (("before", before), ("after", ROOT / "src")):
+            env = {**os.environ, "PYTHONPATH": str(path)}
+            start = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            times[mode].append(time.perf_counter() - start)
+            if done.returncode not in (0, 1):
+                raise SystemExit(f"check failed ({mode}): {done.stderr.strip()}")
+    print(f"\ntlsleak check {target} corpus/: wall seconds over {runs} runs each")
+    for mode, seconds in times.items():
+        print(f"{mode:<10} median {statistics.median(seconds):.2f}   min {min(seconds):.2f}")
+    ratio = statistics.median(times["after"]) / statistics.median(times["before"])
+    print(f"after/before = {ratio:.3f}")
+    shutil.rmtree(before.parent, ignore_errors=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="rounds per mode (default 7)")
     parser.add_argument("--target", default="pyopenssl", help="target name (default pyopenssl)")
     parser.add_argument("--before", default=BEFORE, help=f"git revision (default {BEFORE})")
+    parser.add_argument("--cli", type=int, default=0, help="whole-command runs each way (0)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -143,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{mode:<10} {median:>13.1f} {min(rates[mode]):>9.1f} {max(rates[mode]):>9.1f} "
             f"{median / before:>10.3f} {findings[mode]:>9}"
         )
+    if args.cli > 0:
+        _cli(args.target, args.before, args.cli)
     return 0
 
 
