@@ -95,6 +95,8 @@ C_CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
     "prompt": ("control_prompt.c", ()),
     # Its fixed twin: a callback that gives no password, so nothing prompts.
     "prompt-fixed": ("control_prompt.c", ("-DCONTROL_NO_PROMPT",)),
+    # Correct; clears the error queue and says only "failed" on every rejection (Mongoose).
+    "opaque": ("control_opaque.c", ()),
 }
 
 CCompiler = Callable[..., Path]

@@ -18,7 +18,23 @@ took is visible, though, in what the attempt reports:
   error`` per enclosing structure, so the stack says how deep into the
   certificate or key the parser got; keeping an input that fails one level
   deeper is what walks the fuzzer into the structure;
-- the kind of any finding at its step.
+- the kind of any finding at its step;
+- the **allocation sites** of the attempt (:class:`SiteRecorder`), where the
+  malloc interposer is preloaded: ``site <step> libcrypto.so.3+0x1a2b``, the
+  place in C that allocated, plus the same site with the frame that called it
+  (``< libcrypto.so.3+0x3c4d``) and with its stack depth (``@6``, 512-byte
+  steps).  A library that clears OpenSSL's error queue on every rejection
+  and reports one generic failure (Mongoose does) leaves every feature above
+  the same for every input; which allocations its parser made still tells
+  its paths apart, without rebuilding it with coverage.  Sites are named by
+  module file name and offset (never a raw address: ASLR would make every
+  worker's and every run's features differ), an allocation inside an
+  allocator wrapper (``CRYPTO_malloc``, ``CRYPTO_zalloc``, ``strdup``) is
+  named by its first caller outside them, and the interpreter's own sites
+  (libpython, the python binary, extension modules, libffi, tlsleak's shims)
+  are dropped: they follow Python's object churn, not the input.  The set of
+  site names of an attempt is its *path* (``path <step> <crc32>``): counted
+  in a campaign's figures, never fed (nearly every input would be new).
 
 :func:`features` extracts them from a :class:`~tlsleak.check.oracle.Verdict`;
 :class:`FeatureCounters` turns each distinct feature into a hit on a coverage
@@ -31,20 +47,31 @@ maps to the same counter in every worker and every run).
 
 from __future__ import annotations
 
+import ctypes
+import os
+import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Final, NamedTuple
 
 from tlsleak.check.oracle import Verdict
+from tlsleak.ledgers.interposer import OTHER_THREAD, Interposer, interposer, is_interposing
+from tlsleak.ledgers.shim import SHIM_NAME
 
 __all__ = [
     "POOL_SIZE",
+    "SITES_VARIABLE",
     "Feature",
     "FeatureCounters",
+    "Site",
+    "SiteRecorder",
     "alloc_bucket",
     "features",
     "is_alloc_bucket",
+    "is_alloc_path",
+    "is_alloc_site",
     "is_error_pair",
+    "site_recorder",
 ]
 
 #: Coverage counters a worker reserves for features.
@@ -57,6 +84,24 @@ _ERROR: Final = "err"
 _STACK: Final = "stack"
 _ALLOCS: Final = "alloc"
 _FINDING: Final = "finding"
+_SITE: Final = "site"
+_PATH: Final = "path"
+
+#: Environment variable: ``on`` (the default: record allocation sites and
+#: guide by them), ``count`` (record and report them, guide by the rest) or
+#: ``off`` (do not record them: no cost, no site features).
+SITES_VARIABLE: Final = "TLSLEAK_FUZZ_SITES"
+_SITE_MODES: Final = ("on", "count", "off")
+
+
+class Site(NamedTuple):
+    """One allocation site of an attempt, named stably (``module+0xoffset``)."""
+
+    name: str
+    #: The frame that called the site (allocations through a wrapper only).
+    caller: str | None
+    #: Stack depth in 512-byte steps from the attempt's start; None on another thread.
+    depth: int | None
 
 
 def alloc_bucket(count: int) -> int:
@@ -73,8 +118,11 @@ def alloc_bucket(count: int) -> int:
     return 2 * top + half
 
 
-def features(verdict: Verdict) -> frozenset[Feature]:
-    """The features one checked attempt shows (see the module docstring)."""
+def features(verdict: Verdict, sites: Iterable[Site] = ()) -> frozenset[Feature]:
+    """The features one checked attempt shows (see the module docstring).
+
+    ``sites`` are the attempt's allocation sites (:meth:`SiteRecorder.end`).
+    """
     outcome = verdict.outcome
     step = str(outcome.step or "-")
     found: set[Feature] = {f"{_ERROR} {step} {e.library} {e.reason}" for e in outcome.errors}
@@ -85,6 +133,16 @@ def features(verdict: Verdict) -> frozenset[Feature]:
     if verdict.allocations is not None:
         found.add(f"{_ALLOCS} {step} {alloc_bucket(verdict.allocations)}")
     found.update(f"{_FINDING} {f.kind} {step}" for f in verdict.findings)
+    names = set()
+    for site in sites:
+        names.add(site.name)
+        found.add(f"{_SITE} {step} {site.name}")
+        if site.caller is not None:
+            found.add(f"{_SITE} {step} {site.name} < {site.caller}")
+        if site.depth is not None:
+            found.add(f"{_SITE} {step} {site.name} @{site.depth}")
+    if names:
+        found.add(f"{_PATH} {step} {zlib.crc32(' '.join(sorted(names)).encode()):08x}")
     return frozenset(found)
 
 
@@ -98,6 +156,19 @@ def is_alloc_bucket(feature: Feature) -> bool:
     return feature.startswith(_ALLOCS + " ")
 
 
+def is_alloc_site(feature: Feature) -> bool:
+    """Whether ``feature`` is an allocation site (alone, with its caller or its depth)."""
+    return feature.startswith(_SITE + " ")
+
+
+def is_alloc_path(feature: Feature) -> bool:
+    """Whether ``feature`` is an attempt's whole set of allocation sites (a *path*).
+
+    Counted, never fed to libFuzzer: nearly every input would be new coverage.
+    """
+    return feature.startswith(_PATH + " ")
+
+
 class FeatureCounters:
     """Map features to coverage counters and hit them.
 
@@ -105,7 +176,10 @@ class FeatureCounters:
     array's size when fuzzing starts); ``hit`` increments one.  With atheris::
 
         FeatureCounters([atheris._reserve_counter() for _ in range(POOL_SIZE)],
-                        atheris._trace_branch)
+                        lambda counter: atheris._trace_branch(counter))
+
+    (``atheris._trace_branch`` itself, kept before ``atheris.Fuzz()`` starts,
+    is atheris's pre-fuzzing function: libFuzzer never sees its hits.)
     """
 
     def __init__(self, pool: Sequence[int], hit: Callable[[int], object]) -> None:
@@ -128,3 +202,137 @@ class FeatureCounters:
     def hit(self, found: Iterable[Feature]) -> None:
         for feature in found:
             self._hit(self.counter_for(feature))
+
+
+# -- allocation sites ---------------------------------------------------------
+
+#: Functions that only forward to malloc: a site inside one is named by its caller.
+WRAPPERS: Final = (
+    "CRYPTO_malloc",
+    "CRYPTO_zalloc",
+    "CRYPTO_realloc",
+    "CRYPTO_clear_realloc",
+    "CRYPTO_strdup",
+    "CRYPTO_strndup",
+    "CRYPTO_memdup",
+    "CRYPTO_secure_malloc",
+    "CRYPTO_secure_zalloc",
+    "strdup",
+    "strndup",
+    "__strdup",
+)
+
+#: Objects whose sites are the interpreter's (or tlsleak's), not the code under test.
+_INTERPRETER: Final = re.compile(
+    r"^(libpython|python[0-9.]*$|libtlsleak_|libffi)|\.cpython-[^/]*\.so$"
+)
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
+
+
+def _mappings() -> list[tuple[int, int, str, str]]:
+    """(start, end, permissions, path) of every file mapping of this process."""
+    found = []
+    with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].startswith("/"):
+                lo, _, hi = fields[0].partition("-")
+                found.append((int(lo, 16), int(hi, 16), fields[1], fields[5].strip()))
+    return found
+
+
+class SiteRecorder:
+    """Allocation sites of one attempt at a time, named stably (``libcrypto.so.3+0x1a2b``).
+
+    Made after the target is loaded (its libraries' wrappers are registered
+    then).  ``feed`` says whether site features guide libFuzzer or are only
+    counted (:data:`SITES_VARIABLE`).
+    """
+
+    def __init__(self, heap: Interposer, *, feed: bool = True) -> None:
+        self._heap = heap
+        self.feed = feed
+        self._names: dict[int, str | None] = {}
+        self._dladdr = ctypes.CDLL(None).dladdr
+        self._dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        self._dladdr.restype = ctypes.c_int
+        self._info = _DlInfo()
+        #: Wrapper functions registered (for tests and the worker's log).
+        self.wrappers = self._register_wrappers()
+
+    def _register_wrappers(self) -> int:
+        # The OpenSSL heap shim's hooks (CRYPTO_set_mem_functions) sit between
+        # CRYPTO_malloc and malloc: its whole code is a wrapper.
+        mappings = _mappings()
+        count = sum(
+            self._heap.sites_wrap(lo, hi - lo)
+            for lo, hi, perms, path in mappings
+            if "x" in perms and os.path.basename(path) == SHIM_NAME
+        )
+        addresses: set[int] = set()
+        for path in dict.fromkeys(p for *_, p in mappings if ".so" in os.path.basename(p)):
+            try:
+                lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+            except OSError:
+                continue
+            for name in WRAPPERS:
+                fn = getattr(lib, name, None)
+                address = ctypes.cast(fn, ctypes.c_void_p).value if fn is not None else None
+                if address:
+                    addresses.add(address)
+        return count + sum(self._heap.sites_wrap(a) for a in sorted(addresses))
+
+    def name(self, address: int) -> str | None:
+        """``module+0xoffset`` for a code address; None for the interpreter's or an unknown one."""
+        if address in self._names:
+            return self._names[address]
+        named = None
+        if address and self._dladdr(address, ctypes.byref(self._info)) and self._info.dli_fname:
+            module = os.path.basename(os.fsdecode(self._info.dli_fname))
+            if not _INTERPRETER.search(module):
+                named = f"{module}+{address - (self._info.dli_fbase or 0):#x}"
+        self._names[address] = named
+        return named
+
+    def begin(self) -> None:
+        """Record the sites of what runs from now on (in this thread, depths from here)."""
+        self._heap.sites_begin()
+
+    def end(self) -> list[Site]:
+        """Stop recording; the named sites recorded since :meth:`begin`."""
+        self._heap.sites_end()
+        raw, _lost = self._heap.sites()
+        found = []
+        for r in raw:
+            name = self.name(r.site)
+            if name is not None:
+                depth = None if r.depth == OTHER_THREAD else r.depth
+                found.append(Site(name, self.name(r.caller) if r.caller else None, depth))
+        return found
+
+    def fed(self, found: frozenset[Feature]) -> Iterable[Feature]:
+        """The features of ``found`` that guide libFuzzer: never paths, sites if :attr:`feed`."""
+        return [
+            f for f in found if not is_alloc_path(f) and (self.feed or not is_alloc_site(f))
+        ]
+
+
+def site_recorder() -> SiteRecorder | None:
+    """A recorder for this process, or None: the interposer is not preloaded, or sites are off.
+
+    :class:`ValueError` for a value of :data:`SITES_VARIABLE` that is not a mode.
+    """
+    mode = os.environ.get(SITES_VARIABLE, "") or "on"
+    if mode not in _SITE_MODES:
+        raise ValueError(f"{SITES_VARIABLE} must be one of {', '.join(_SITE_MODES)}, not {mode!r}")
+    if mode == "off" or not is_interposing():
+        return None
+    return SiteRecorder(interposer(), feed=mode == "on")

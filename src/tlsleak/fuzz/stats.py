@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tlsleak.check.netns import Network
-from tlsleak.fuzz.guidance import is_alloc_bucket, is_error_pair
+from tlsleak.fuzz.guidance import is_alloc_bucket, is_alloc_path, is_alloc_site, is_error_pair
 
 __all__ = ["STATS_EVERY", "CampaignStatus", "FindingRecord", "Stats", "WorkerStatus"]
 
@@ -76,6 +76,10 @@ class CampaignStatus:
     #: Why the campaign did not do the work it was asked for (it executed
     #: nothing, or lost every worker); None when it did.  Final status only.
     no_work: str | None = None
+    #: Allocation-site features (sites alone, with their caller, at a depth).
+    alloc_sites: int = 0
+    #: Distinct sets of allocation sites (paths) the attempts took.
+    alloc_paths: int = 0
 
     def findings_by_kind(self) -> Counter[str]:
         return Counter(f.kind for f in self.findings)
@@ -109,6 +113,8 @@ class CampaignStatus:
             "features": self.features,
             "error_pairs": self.error_pairs,
             "alloc_buckets": self.alloc_buckets,
+            "alloc_sites": self.alloc_sites,
+            "alloc_paths": self.alloc_paths,
             "findings": dict(self.findings_by_kind()),
             "finding_hits": sum(f.count for f in self.findings),
             "restarts": self.restarts,
@@ -158,9 +164,12 @@ class Stats:
             exec_rate=rate,
             corpus=corpus,
             corpus_added=corpus_added,
-            features=len(self.features),
+            # Paths are figures of their own, not coverage features.
+            features=sum(not is_alloc_path(f) for f in self.features),
             error_pairs=sum(map(is_error_pair, self.features)),
             alloc_buckets=sum(map(is_alloc_bucket, self.features)),
+            alloc_sites=sum(map(is_alloc_site, self.features)),
+            alloc_paths=sum(map(is_alloc_path, self.features)),
             findings=findings,
             workers=workers,
             stopping=stopping,

@@ -146,12 +146,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             events.send(ev="error", message=str(exc).strip("'\""))
             return 2
     from tlsleak.check.oracle import settle_collector
-    from tlsleak.fuzz.guidance import POOL_SIZE, FeatureCounters, features
+    from tlsleak.fuzz.guidance import POOL_SIZE, FeatureCounters, features, site_recorder
 
+    try:  # allocation sites (a feature family of their own) where the interposer is preloaded
+        sites = site_recorder()
+    except ValueError as exc:
+        events.send(ev="error", message=str(exc))
+        return 2
     counters = None
     if not args.plain:
+        # Looked up at each call: a reference taken before atheris.Fuzz() is
+        # atheris's pre-fuzzing function, whose hits libFuzzer never sees.
         counters = FeatureCounters(
-            [atheris._reserve_counter() for _ in range(POOL_SIZE)], atheris._trace_branch
+            [atheris._reserve_counter() for _ in range(POOL_SIZE)],
+            lambda counter: atheris._trace_branch(counter),
         )
 
     stopping = []
@@ -187,13 +195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ledgers=[x.name for x in oracle.ledgers],
                 network=network.to_json(),
             )
-        verdict = oracle.check(decode(data))
+        case = decode(data)
+        if sites is not None:
+            sites.begin()
+        verdict = oracle.check(case)
         execs += 1
         if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
             settle_collector()  # see its docstring: full collections stay cheap
-        found = features(verdict)
+        found = features(verdict, sites.end() if sites is not None else ())
         if counters is not None:
-            counters.hit(found)
+            counters.hit(found if sites is None else sites.fed(found))
         new = found - seen
         if new:
             seen.update(new)

@@ -11,6 +11,11 @@ already bound ``malloc`` to glibc's, so it would count nothing:
 
 :func:`tlsleak.ledgers.shim.preload_env` puts it in a child's ``LD_PRELOAD``
 next to the OpenSSL heap shim.
+
+Besides counting, it can record where allocations come from: the caller
+stacks of live blocks (for naming a leak, :meth:`Interposer.stacks`) and,
+cheaply, the distinct allocation sites of an attempt (for fuzz guidance,
+:meth:`Interposer.sites`; see :mod:`tlsleak.fuzz.guidance`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from tlsleak.ledgers.base import LedgerUnavailable
 
 __all__ = [
     "INTERPOSER_NAME",
+    "OTHER_THREAD",
     "Interposer",
+    "RawSite",
     "RawStack",
     "interposer",
     "interposer_path",
@@ -52,6 +59,29 @@ class RawStack:
     #: Allocation order of the earliest of these blocks (smaller: lost first).
     first: int
     frames: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RawSite:
+    """One distinct allocation site of an attempt (see ``_native/malloc.c``, "Allocation sites").
+
+    ``site`` is the return address of the allocation call, or of the first
+    frame above a registered allocator wrapper; ``caller`` the frame above
+    that one (0 unless the site was found above a wrapper); ``depth`` the
+    stack depth in 512-byte steps from :meth:`Interposer.sites_begin`
+    (:data:`OTHER_THREAD` on another thread).
+    """
+
+    site: int
+    caller: int
+    depth: int
+
+
+#: :attr:`RawSite.depth` of an allocation on another thread than the one that began.
+OTHER_THREAD: Final = 0xFFFFFFFF
+
+#: Sites one :meth:`Interposer.sites` call can return (the C table keeps at most this many).
+_SITES_MAX: Final = 6144
 
 
 def _group_type(depth: int) -> type[ctypes.Structure]:
@@ -108,6 +138,10 @@ class Interposer:
             ("stacks", ctypes.c_int64, [u64, ctypes.c_void_p, ctypes.c_size_t]),
             ("stacks_clear", None, []),
             ("stack_depth", ctypes.c_int, []),
+            ("sites_wrap", ctypes.c_int, [ctypes.c_void_p, ctypes.c_size_t]),
+            ("sites_begin", None, []),
+            ("sites_end", None, []),
+            ("sites", ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]),
         ):
             fn = getattr(lib, f"tlsleak_malloc_{name}")
             fn.restype = restype
@@ -124,6 +158,10 @@ class Interposer:
         # check would count as blocks freed by the collector (a cycle).
         self._group = _group_type(int(lib.tlsleak_malloc_stack_depth()))
         self._groups: ctypes.Array[ctypes.Structure] = (self._group * 256)()
+        # The sites buffer, made once for the same reason: the whole table.
+        self._sites = (ctypes.c_uint64 * (3 * _SITES_MAX))()
+        self._lost = ctypes.c_uint64()
+        self._lost_ref = ctypes.byref(self._lost)
 
     @property
     def path(self) -> str:
@@ -198,6 +236,33 @@ class Interposer:
     def stacks_clear(self) -> None:
         """Forget every recorded stack (the hooks go back to their fast path)."""
         self._lib.tlsleak_malloc_stacks_clear()
+
+
+    # Allocation sites: cheap, for fuzz guidance (one attempt at a time).
+
+    def sites_wrap(self, start: int, size: int = 0) -> bool:
+        """Treat ``[start, start + size)`` as an allocator wrapper (see :class:`RawSite`).
+
+        With ``size`` 0, the function holding ``start`` (its extent from the
+        dynamic symbol table).  False when that is unknown or the list is full.
+        """
+        return bool(self._lib.tlsleak_malloc_sites_wrap(start, size))
+
+    def sites_begin(self) -> None:
+        """Forget the sites recorded so far and record from now on (depths from this thread)."""
+        self._lib.tlsleak_malloc_sites_begin()
+
+    def sites_end(self) -> None:
+        """Stop recording sites; what was recorded stays readable until the next begin."""
+        self._lib.tlsleak_malloc_sites_end()
+
+    def sites(self) -> tuple[list[RawSite], int]:
+        """(the distinct sites recorded since :meth:`sites_begin`, first seen first; how many
+        more did not fit)."""
+        n = int(self._lib.tlsleak_malloc_sites(self._sites, _SITES_MAX, self._lost_ref))
+        raw = self._sites[: 3 * min(n, _SITES_MAX)]
+        found = [RawSite(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
+        return found, int(self._lost.value)
 
 
 _active: Interposer | None = None

@@ -24,6 +24,10 @@
  * tlsleak_malloc_fail_at(k) makes the k-th allocation from then on, in any
  * thread, return NULL with errno ENOMEM, once.
  *
+ * tlsleak_malloc_sites_begin() records, until tlsleak_malloc_sites_end(),
+ * the distinct call sites of allocations (see "Allocation sites"): coverage
+ * for fuzzing C code that was built without any.
+ *
  * Only the allocator symbols and the tlsleak_malloc_ API are exported (built
  * with -fvisibility=hidden).  Nothing here prints, and nothing here allocates.
  */
@@ -31,6 +35,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <execinfo.h>
+#include <link.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdalign.h>
@@ -360,6 +365,135 @@ static inline void *moving_realloc(void *p, size_t n)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Allocation sites (fuzz guidance)                                         */
+
+/*
+ * While site recording is on (a fuzz worker, one attempt at a time), every
+ * allocation call notes where it came from, once per distinct
+ * (site, caller, depth) in a fixed-size table the worker reads after the
+ * attempt: which allocations a parser made says which of its paths an input
+ * took, in code that has no coverage instrumentation of its own.
+ *
+ *   site    the return address of the malloc call: the allocating line.  When
+ *           that is inside a registered allocator wrapper (OpenSSL's
+ *           CRYPTO_malloc and CRYPTO_zalloc, strdup: every OpenSSL allocation
+ *           would otherwise have one and the same site), the first frame
+ *           above the wrappers instead, found with backtrace(3);
+ *   caller  for such a site, the frame above it (generic helpers such as
+ *           ASN1_STRING_set or the ASN.1 template code allocate for many
+ *           callers); 0 for a direct malloc call, whose site says enough;
+ *   depth   stack bytes between tlsleak_malloc_sites_begin() and the call,
+ *           in SITE_DEPTH_UNIT steps, on the thread that began (SITE_OTHER
+ *           elsewhere): a recursive-descent parser (ASN.1) allocates at the
+ *           same site at every nesting level, and the depth says which.
+ *
+ * Cost: off, one relaxed load per allocation.  On, a hash and a probe; only
+ * an allocation from a wrapper pays for a backtrace (a few microseconds).
+ * The table is lock-free (a compare-and-swap claims an entry); entries past
+ * three quarters of it are counted in `sites_lost`, not kept.
+ */
+#define SITES_CAP 8192 /* power of two */
+#define SITES_MAX (SITES_CAP / 4 * 3)
+#define SITE_FRAMES 7 /* this one, malloc, the shim, CRYPTO_malloc, CRYPTO_zalloc, site, caller */
+#define SITE_DEPTH_UNIT 9 /* log2 of the depth step: 512 bytes */
+#define SITE_OTHER 0xffffffffu
+#define MAX_WRAPPERS 32
+
+typedef struct {
+    uint64_t key; /* 0: empty */
+    uint64_t site;
+    uint64_t caller;
+    uint64_t depth;
+} site_entry;
+
+static int sites_on;
+static site_entry site_table[SITES_CAP];
+static uint32_t site_used[SITES_MAX]; /* indexes of claimed entries, in claim order */
+static uint64_t sites_len;
+static uint64_t sites_lost;
+static uintptr_t sites_base; /* stack pointer of tlsleak_malloc_sites_begin()'s caller */
+static __thread int sites_thread __attribute__((tls_model("initial-exec")));
+
+/* [lo, hi) of each registered allocator wrapper (written before recording starts). */
+static uintptr_t wrap_lo[MAX_WRAPPERS], wrap_hi[MAX_WRAPPERS];
+static int nwrappers;
+
+static inline int is_wrapper(uintptr_t a)
+{
+    for (int i = 0; i < nwrappers; i++)
+        if (a > wrap_lo[i] && a <= wrap_hi[i]) /* a return address is past the call */
+            return 1;
+    return 0;
+}
+
+static void site_put(uint64_t site, uint64_t caller, uint64_t depth)
+{
+    uint64_t key = (site * 0x9E3779B97F4A7C15ULL) ^ (caller * 0xC2B2AE3D27D4EB4FULL) ^
+                   (depth * 0x165667B19E3779F9ULL);
+    key |= 1; /* never 0, which marks an empty entry */
+    size_t i = (size_t)(key >> 17) & (SITES_CAP - 1);
+    for (;;) {
+        uint64_t seen = __atomic_load_n(&site_table[i].key, __ATOMIC_ACQUIRE);
+        if (seen == key)
+            return; /* known (two sites whose keys collide merge: harmless) */
+        if (seen == 0) {
+            if (__atomic_load_n(&sites_len, __ATOMIC_RELAXED) >= SITES_MAX) {
+                __atomic_fetch_add(&sites_lost, 1, __ATOMIC_RELAXED);
+                return; /* full: probes stay short */
+            }
+            if (__atomic_compare_exchange_n(&site_table[i].key, &seen, key, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
+                site_table[i].site = site;
+                site_table[i].caller = caller;
+                site_table[i].depth = depth;
+                uint64_t n = __atomic_fetch_add(&sites_len, 1, __ATOMIC_RELEASE);
+                if (n < SITES_MAX)
+                    site_used[n] = (uint32_t)i;
+                else /* another thread filled the list meanwhile: in the table, unlisted */
+                    __atomic_fetch_add(&sites_lost, 1, __ATOMIC_RELAXED);
+                return;
+            }
+            continue; /* another thread took this entry: look at it again */
+        }
+        i = (i + 1) & (SITES_CAP - 1);
+    }
+}
+
+__attribute__((noinline, cold)) static void site_note(void *ra)
+{
+    if (in_stack)
+        return; /* an allocation of backtrace() itself */
+    uintptr_t site = (uintptr_t)ra, caller = 0;
+    if (is_wrapper(site)) {
+        void *frames[SITE_FRAMES];
+        in_stack = 1;
+        int n = backtrace(frames, SITE_FRAMES);
+        in_stack = 0;
+        int i = 0;
+        while (i < n && frames[i] != ra) /* the interposer's own frames */
+            i++;
+        while (i < n && is_wrapper((uintptr_t)frames[i]))
+            i++;
+        if (i < n) {
+            site = (uintptr_t)frames[i];
+            caller = i + 1 < n ? (uintptr_t)frames[i + 1] : 0;
+        }
+    }
+    uint64_t depth = SITE_OTHER;
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
+    if (sites_thread && sp <= sites_base)
+        depth = (sites_base - sp) >> SITE_DEPTH_UNIT;
+    site_put(site, caller, depth);
+}
+
+#define SITE(ra)                                                                    \
+    do {                                                                            \
+        if (UNLIKELY(__atomic_load_n(&sites_on, __ATOMIC_RELAXED)))                 \
+            site_note(ra);                                                          \
+    } while (0)
+#define RA __builtin_return_address(0)
+
+/* ------------------------------------------------------------------------ */
 /* The allocator                                                            */
 
 /* Count a new block `p` (or a failed allocation, p NULL). */
@@ -390,24 +524,26 @@ static void *failed(void)
  * two exported functions would go through the PLT and could reach another
  * preloaded allocator instead of this one.
  */
-static void *do_malloc(size_t n)
+static void *do_malloc(size_t n, void *ra)
 {
+    SITE(ra);
     if (UNLIKELY(inject()))
         return failed();
     return counted(__libc_malloc(n));
 }
 
-static void *do_memalign(size_t align, size_t n)
+static void *do_memalign(size_t align, size_t n, void *ra)
 {
+    SITE(ra);
     if (UNLIKELY(inject()))
         return failed();
     return counted(__libc_memalign(align, n));
 }
 
-static void *do_realloc(void *p, size_t n)
+static void *do_realloc(void *p, size_t n, void *ra)
 {
     if (p == NULL)
-        return do_malloc(n);
+        return do_malloc(n, ra);
     int64_t old = (int64_t)malloc_usable_size(p);
     if (n == 0) {
         /* glibc frees the block and returns NULL (REALLOC_ZERO_BYTES_FREES). */
@@ -419,6 +555,8 @@ static void *do_realloc(void *p, size_t n)
         return q;
     }
     int grows = n > (size_t)old;
+    if (grows)
+        SITE(ra);
     if (grows && UNLIKELY(inject()))
         return failed(); /* the old block is still there, still counted */
     void *q = moving_realloc(p, n);
@@ -430,10 +568,11 @@ static void *do_realloc(void *p, size_t n)
     return q;
 }
 
-API void *malloc(size_t n) { return do_malloc(n); }
+API void *malloc(size_t n) { return do_malloc(n, RA); }
 
 API void *calloc(size_t count, size_t n)
 {
+    SITE(RA);
     if (UNLIKELY(inject()))
         return failed();
     return counted(__libc_calloc(count, n));
@@ -450,7 +589,7 @@ API void free(void *p)
     add(self_slot(), -1, -size, 0);
 }
 
-API void *realloc(void *p, size_t n) { return do_realloc(p, n); }
+API void *realloc(void *p, size_t n) { return do_realloc(p, n, RA); }
 
 API void *reallocarray(void *p, size_t count, size_t n)
 {
@@ -459,21 +598,21 @@ API void *reallocarray(void *p, size_t count, size_t n)
         errno = ENOMEM;
         return NULL;
     }
-    return do_realloc(p, total);
+    return do_realloc(p, total, RA);
 }
 
-API void *memalign(size_t align, size_t n) { return do_memalign(align, n); }
+API void *memalign(size_t align, size_t n) { return do_memalign(align, n, RA); }
 
 /* C17 leaves a bad alignment to the implementation; glibc's own aligned_alloc
  * takes the same path as memalign, and so does this one. */
-API void *aligned_alloc(size_t align, size_t n) { return do_memalign(align, n); }
+API void *aligned_alloc(size_t align, size_t n) { return do_memalign(align, n, RA); }
 
 API int posix_memalign(void **out, size_t align, size_t n)
 {
     if (align < sizeof(void *) || (align & (align - 1)) != 0)
         return EINVAL; /* checked first, as glibc does: not an allocation */
     int saved = errno; /* posix_memalign reports through its result, not errno */
-    void *p = do_memalign(align, n);
+    void *p = do_memalign(align, n, RA);
     errno = saved;
     if (p == NULL)
         return ENOMEM;
@@ -483,6 +622,7 @@ API int posix_memalign(void **out, size_t align, size_t n)
 
 API void *valloc(size_t n)
 {
+    SITE(RA);
     if (UNLIKELY(inject()))
         return failed();
     return counted(__libc_valloc(n));
@@ -490,6 +630,7 @@ API void *valloc(size_t n)
 
 API void *pvalloc(size_t n)
 {
+    SITE(RA);
     if (UNLIKELY(inject()))
         return failed();
     return counted(__libc_pvalloc(n));
@@ -688,3 +829,83 @@ API void tlsleak_malloc_stacks_clear(void)
 
 /* Frames kept per stack (the size of stack_group.frames). */
 API int tlsleak_malloc_stack_depth(void) { return STACK_DEPTH; }
+
+/* ------------------------------------------------------------------------ */
+/* Allocation sites API                                                     */
+
+/*
+ * Treat [start, start + size) as an allocator wrapper: a site inside it is
+ * replaced by its first caller outside every wrapper.  With size 0, the
+ * extent is that of the function holding `start`, from the dynamic symbol
+ * table (dladdr1).  1 if registered, 0 if the function has no sized symbol
+ * or the list is full.  Call before recording starts.
+ */
+API int tlsleak_malloc_sites_wrap(void *start, size_t size)
+{
+    uintptr_t lo = (uintptr_t)start;
+    if (size == 0) {
+        Dl_info info;
+        const ElfW(Sym) *sym = NULL;
+        if (!dladdr1(start, &info, (void **)&sym, RTLD_DL_SYMENT) || sym == NULL ||
+            sym->st_size == 0 || info.dli_saddr == NULL)
+            return 0;
+        lo = (uintptr_t)info.dli_saddr;
+        size = sym->st_size;
+    }
+    for (int i = 0; i < nwrappers; i++)
+        if (wrap_lo[i] == lo)
+            return 1;
+    if (nwrappers >= MAX_WRAPPERS)
+        return 0;
+    wrap_lo[nwrappers] = lo;
+    wrap_hi[nwrappers] = lo + size;
+    nwrappers++;
+    return 1;
+}
+
+/* Forget the sites recorded so far and record from now on; depths are
+ * measured from the caller's stack, on the caller's thread. */
+API __attribute__((noinline)) void tlsleak_malloc_sites_begin(void)
+{
+    __atomic_store_n(&sites_on, 0, __ATOMIC_RELAXED);
+    void *warm[2];
+    backtrace(warm, 2); /* loads libgcc_s (allocates) here, not inside a hook */
+    uint64_t n = __atomic_load_n(&sites_len, __ATOMIC_RELAXED);
+    if (n > SITES_MAX) /* some claimed entries are unlisted */
+        memset(site_table, 0, sizeof site_table);
+    else
+        for (uint64_t i = 0; i < n; i++)
+            site_table[site_used[i]].key = 0;
+    __atomic_store_n(&sites_len, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&sites_lost, 0, __ATOMIC_RELAXED);
+    sites_base = (uintptr_t)__builtin_frame_address(0);
+    sites_thread = 1;
+    __atomic_store_n(&sites_on, 1, __ATOMIC_RELEASE);
+}
+
+/* Stop recording (what was recorded stays readable until the next begin). */
+API void tlsleak_malloc_sites_end(void)
+{
+    __atomic_store_n(&sites_on, 0, __ATOMIC_RELEASE);
+    sites_thread = 0;
+}
+
+/*
+ * The distinct sites recorded since the last begin, in the order first seen:
+ * up to `cap` (site, caller, depth) triples to `out`.  Returns how many there
+ * are; *lost gets how many more did not fit in the table.
+ */
+API int64_t tlsleak_malloc_sites(uint64_t *out, size_t cap, uint64_t *lost)
+{
+    uint64_t n = __atomic_load_n(&sites_len, __ATOMIC_ACQUIRE);
+    if (n > SITES_MAX)
+        n = SITES_MAX;
+    for (uint64_t i = 0; i < n && i < cap; i++) {
+        const site_entry *e = &site_table[site_used[i]];
+        out[3 * i] = e->site;
+        out[3 * i + 1] = e->caller;
+        out[3 * i + 2] = e->depth;
+    }
+    *lost = __atomic_load_n(&sites_lost, __ATOMIC_RELAXED);
+    return (int64_t)n;
+}
