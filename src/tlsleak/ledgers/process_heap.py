@@ -28,7 +28,9 @@ or the ``scope`` argument.
 
 In the oracle's attribution replay of a leak it also records the stack of
 every new block (:meth:`ProcessHeapLedger.begin_stacks`), so that the leak
-names the line of the caller's code that lost it (:mod:`tlsleak.ledgers.symbols`).
+names the line of the caller's code that lost it (:mod:`tlsleak.ledgers.symbols`);
+where no OpenSSL site says where (a C library's own ``malloc``), the caller's
+exported symbol is the leak's root in its signature (:attr:`LostStack.root`).
 
 It also makes allocations fail (the oracle's ``FaultInjector``): the k-th
 allocation of the whole process, so ``--fail-alloc`` works on any stack.
