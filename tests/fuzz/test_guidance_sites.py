@@ -33,6 +33,7 @@ from tlsleak.fuzz.guidance import (
     is_error_pair,
     site_recorder,
 )
+from tlsleak.fuzz.progress import status_line
 from tlsleak.ledgers.shim import preload_env
 from tlsleak.targets import Outcome, Status
 
@@ -199,6 +200,7 @@ def test_a_short_campaign_counts_sites_and_paths(
     assert status.alloc_paths > 0
     assert status.error_pairs <= 3  # the control says nothing more than "failed"
     assert status.findings == []  # it is correct: nothing to find
+    assert f"/{status.alloc_sites:,} sites" in status_line(status)
     last = json.loads((tmp_path / "out" / "stats.jsonl").read_text().splitlines()[-1])
     assert last["alloc_sites"] == status.alloc_sites
     assert last["alloc_paths"] == status.alloc_paths

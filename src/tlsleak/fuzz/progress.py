@@ -61,7 +61,8 @@ def status_line(status: CampaignStatus) -> str:
         f"{head}{_duration(status.elapsed)} {status.target}: "
         f"{status.execs:,} execs ({status.exec_rate:,.0f}/s), "
         f"corpus {status.corpus:,} (+{status.corpus_added:,}), "
-        f"cov {status.error_pairs} errors/{status.alloc_buckets} alloc buckets, "
+        f"cov {status.error_pairs} errors/{status.alloc_buckets} alloc buckets"
+        f"{f'/{status.alloc_sites:,} sites' if status.alloc_sites else ''}, "
         f"findings: {findings}, {_workers(status)}"
     )
 
@@ -109,6 +110,7 @@ def summary_title(status: CampaignStatus) -> str:
         f"({rate:,.0f}/s on {len(status.workers)} workers){restarts}, corpus "
         f"{status.corpus:,} (+{status.corpus_added:,}), {status.error_pairs} error pairs, "
         f"{status.alloc_buckets} allocation buckets"
+        + (f", {status.alloc_sites:,} allocation sites" if status.alloc_sites else "")
     )
 
 
