@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -81,6 +82,38 @@ def test_json_report_into_a_writable_folder_still_works(
     assert main(["check", "control-fixed", str(small_corpus), "--json", str(report)]) == 0
     assert report.read_text().startswith("{")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no probe left
+
+
+def test_json_report_names_the_blind_ledgers_with_why(
+    small_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # control-fixed runs on cryptography's OpenSSL: the shim on the system
+    # libcrypto sees nothing of it, is dropped, and the JSON says so and why.
+    report = tmp_path / "r.json"
+    ledgers = ["--ledger", "openssl-heap", "--ledger", "openssl-objects"]
+    args = ["check", "control-fixed", str(small_corpus), *ledgers, "--json", str(report)]
+    assert main(args) == 0
+    data = json.loads(report.read_text())
+    assert set(data["blind"]) == {"openssl-heap"}
+    assert data["ledgers"] == ["openssl-objects"]
+    assert "cannot see target control-fixed" in data["blind"]["openssl-heap"]
+    # A ledger that sees the target is not named blind.
+    assert (
+        main(
+            [
+                "check",
+                "control-fixed",
+                str(small_corpus),
+                "--ledger",
+                "openssl-objects",
+                "--json",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    assert json.loads(report.read_text())["blind"] == {}
+    capsys.readouterr()
 
 
 @pytest.mark.parametrize("kind", ["folder", "file"])

@@ -36,6 +36,7 @@ def test_report_holds_the_run_and_every_finding() -> None:
         "version": __version__,
         "target": "control-leaky",
         "ledgers": ["openssl-objects", "fds"],
+        "blind": {},
         "replays": 3,
         "cases": 2,
         "outcomes": {"accepted": 1, "rejected": 1},

@@ -161,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
             statuses=statuses,
             findings=findings,
             network=oracle.network,
+            blind=oracle.blind,
         )
         _write_report(args.json, json_report.encode(report))
     if store is not None and findings:

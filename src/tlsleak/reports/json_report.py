@@ -4,7 +4,9 @@ Unlike the text report it holds every finding, each with the case file that
 showed it and all of its allocation sites (with ``caller`` and ``stack``:
 the target's own line that lost the first block or object and its whole
 stack, when the ``heap`` ledger's C stacks or the ``openssl-objects``
-ledger's Python ones name them, left out otherwise), and
+ledger's Python ones name them, left out otherwise), ``blind``: each
+ledger that was asked for or is a default of the target but cannot see it,
+with why (a blind ledger is dropped, never reported as zero), and
 ``network``: whether the worker was off the network
 (:class:`tlsleak.check.netns.Network`), whatever the answer.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ def check_report(
     statuses: Counter[str],
     findings: Sequence[tuple[Path, Finding]],
     network: Network | None = None,
+    blind: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The report of a check of ``files`` on ``target`` with ``ledgers``, as JSON data.
 
@@ -43,6 +46,7 @@ def check_report(
         "version": __version__,
         "target": target,
         "ledgers": ledgers,
+        "blind": dict(blind or {}),
         "replays": replays,
         "cases": len(files),
         "outcomes": dict(statuses),
