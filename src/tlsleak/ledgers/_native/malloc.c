@@ -459,12 +459,130 @@ static void site_put(uint64_t site, uint64_t caller, uint64_t depth)
     }
 }
 
+/*
+ * Fast unwinding through wrappers, for the thread that began recording.
+ * backtrace(3) interprets DWARF call-frame information frame by frame, and
+ * an attempt makes thousands of allocations through CRYPTO_malloc.  But for
+ * a given return address the distance from its stack slot to the slot of the
+ * next return address up is fixed (the frame size of its function at that
+ * instruction), so once learned from one backtrace, the next walk through the
+ * same code is a few loads: `pc_offs` maps a return address to that distance
+ * (or to "seen, distance unknown" for the last frame of a walk), and a key
+ * with FIRST_SLOT set maps the malloc caller's return address to the distance
+ * from site_note's frame to its slot.  Every value read on the fast path must
+ * be a return address seen before in a real backtrace, and every slot below
+ * sites_base (the recording thread's stack above the attempt), or the walk
+ * falls back to backtrace(3) and learns.  A function whose frame size varies
+ * (alloca) makes its walks fall back, never name a wrong site.
+ * Written and read by the recording thread only; other threads backtrace.
+ */
+#define PC_CAP 8192 /* power of two */
+#define PC_MAX (PC_CAP / 4 * 3)
+#define FIRST_SLOT (1ULL << 63) /* user-space addresses never have it */
+#define OFF_UNKNOWN INT64_MIN
+#define OFF_ABSENT (INT64_MIN + 1)
+#define SCAN_WORDS 2048 /* how far up one frame's return address is looked for */
+
+typedef struct {
+    uint64_t pc; /* 0: empty */
+    int64_t off;
+} pc_off;
+
+static pc_off pc_offs[PC_CAP];
+static size_t pc_len;
+
+static inline size_t pc_bucket(uint64_t pc)
+{
+    return (size_t)((pc * 0x9E3779B97F4A7C15ULL) >> 40) & (PC_CAP - 1);
+}
+
+static int64_t off_get(uint64_t pc)
+{
+    for (size_t i = pc_bucket(pc);; i = (i + 1) & (PC_CAP - 1)) {
+        if (pc_offs[i].pc == pc)
+            return pc_offs[i].off;
+        if (pc_offs[i].pc == 0)
+            return OFF_ABSENT;
+    }
+}
+
+/* Learn pc's distance; an unknown one never overwrites a known one. */
+static void off_put(uint64_t pc, int64_t off)
+{
+    size_t i = pc_bucket(pc);
+    while (pc_offs[i].pc != 0 && pc_offs[i].pc != pc)
+        i = (i + 1) & (PC_CAP - 1);
+    if (pc_offs[i].pc == 0) {
+        if (pc_len >= PC_MAX)
+            return; /* full: later walks of new code take the slow path */
+        pc_len++;
+        pc_offs[i].pc = pc;
+    } else if (off == OFF_UNKNOWN) {
+        return;
+    }
+    pc_offs[i].off = off;
+}
+
+/* The walk from `ra` (its slot found from site_note's frame `fp`) to the
+ * first frame outside every wrapper and the one above it; 0 when unsure. */
+static int fast_walk(uintptr_t ra, uintptr_t fp, uintptr_t *site, uintptr_t *caller)
+{
+    int64_t off = off_get(ra | FIRST_SLOT);
+    if (off == OFF_ABSENT || off == OFF_UNKNOWN)
+        return 0;
+    uintptr_t slot = fp + (uintptr_t)off, pc = ra;
+    if (slot >= sites_base || *(const uintptr_t *)slot != ra)
+        return 0;
+    while (is_wrapper(pc)) {
+        off = off_get(pc);
+        if (off == OFF_ABSENT || off == OFF_UNKNOWN || (slot += (uintptr_t)off) >= sites_base)
+            return 0;
+        pc = *(const uintptr_t *)slot;
+    }
+    off = off_get(pc);
+    if (off == OFF_ABSENT || off == OFF_UNKNOWN || slot + (uintptr_t)off >= sites_base)
+        return 0;
+    uintptr_t up = *(const uintptr_t *)(slot + (uintptr_t)off);
+    if (off_get(up) == OFF_ABSENT)
+        return 0;
+    *site = pc;
+    *caller = up;
+    return 1;
+}
+
+/* Where on the stack each of frames[from..n) sits, looking up from `slot`:
+ * learn the distances between consecutive ones. */
+static void learn(void *const *frames, int from, int n, uintptr_t fp)
+{
+    uintptr_t slot = fp, prev = 0;
+    for (int k = from; k < n; k++) {
+        uintptr_t want = (uintptr_t)frames[k], at = 0;
+        for (uintptr_t a = slot + sizeof(void *), i = 0;
+             i < SCAN_WORDS && a + sizeof(void *) <= sites_base; a += sizeof(void *), i++)
+            if (*(const uintptr_t *)a == want) {
+                at = a;
+                break;
+            }
+        if (at == 0)
+            return;
+        if (k == from)
+            off_put(want | FIRST_SLOT, (int64_t)(at - fp));
+        else
+            off_put((uintptr_t)frames[k - 1], (int64_t)(at - prev));
+        off_put(want, OFF_UNKNOWN); /* seen: a value the fast walk may trust */
+        prev = at;
+        slot = at;
+    }
+}
+
 __attribute__((noinline, cold)) static void site_note(void *ra)
 {
     if (in_stack)
         return; /* an allocation of backtrace() itself */
     uintptr_t site = (uintptr_t)ra, caller = 0;
-    if (is_wrapper(site)) {
+    uintptr_t fp = (uintptr_t)__builtin_frame_address(0);
+    int mine = sites_thread && fp <= sites_base;
+    if (is_wrapper(site) && !(mine && fast_walk((uintptr_t)ra, fp, &site, &caller))) {
         void *frames[SITE_FRAMES];
         in_stack = 1;
         int n = backtrace(frames, SITE_FRAMES);
@@ -472,17 +590,17 @@ __attribute__((noinline, cold)) static void site_note(void *ra)
         int i = 0;
         while (i < n && frames[i] != ra) /* the interposer's own frames */
             i++;
+        int first = i;
         while (i < n && is_wrapper((uintptr_t)frames[i]))
             i++;
         if (i < n) {
             site = (uintptr_t)frames[i];
             caller = i + 1 < n ? (uintptr_t)frames[i + 1] : 0;
+            if (mine && i + 1 < n)
+                learn(frames, first, i + 2, fp);
         }
     }
-    uint64_t depth = SITE_OTHER;
-    uintptr_t sp = (uintptr_t)__builtin_frame_address(0);
-    if (sites_thread && sp <= sites_base)
-        depth = (sites_base - sp) >> SITE_DEPTH_UNIT;
+    uint64_t depth = mine ? (sites_base - fp) >> SITE_DEPTH_UNIT : SITE_OTHER;
     site_put(site, caller, depth);
 }
 
