@@ -163,7 +163,8 @@ def test_with_fail_alloc_points_are_set_moved_and_cleared(valid_case: InitCase) 
         names
     )
     assert names["other"] > sum(n for k, n in names.items() if k != "other")  # blobs still lead
-    assert signs[True] and signs[False]  # both ends of the run
+    assert signs[True]
+    assert signs[False]
 
 
 def test_a_nudge_stays_at_its_end_of_the_run(valid_case: InitCase) -> None:
@@ -190,3 +191,19 @@ def test_the_custom_mutator_reaches_the_fail_point_only_when_asked(valid_case: I
         decode(custom_mutator(data, 1 << 20, seed, byte_mutate=bytes_kept)) for seed in range(200)
     ]
     assert all(c.fail_alloc is None for c in plain)
+
+
+def test_without_fail_alloc_the_atheris_entries_drop_a_point(valid_case: InitCase) -> None:
+    # A byte flip may set bit 1; the structure-aware output is then what it was before
+    # points existed, so a campaign without --fail-alloc makes the inputs it always made.
+    def libfuzzer_own(_data: bytes, _max: int) -> bytes:
+        return b""  # libFuzzer's byte mutation: not the structure-aware output
+
+    pointed = replace(valid_case, fail_alloc=5).encode()
+    other = replace(valid_case, cert=b"").encode()
+    for seed in range(100):
+        out = custom_mutator(pointed, 1 << 20, seed, byte_mutate=libfuzzer_own)
+        assert out == b"" or decode(out).fail_alloc is None
+        assert decode(custom_crossover(pointed, other, 1 << 20, seed)).fail_alloc is None
+        kept = custom_crossover(pointed, other, 1 << 20, seed, fail_alloc=True)
+        assert decode(kept).fail_alloc == 5

@@ -29,7 +29,10 @@ configuration is broken, and encodes it again:
   allocations (where constructors and error paths allocate) or anywhere in
   a long run; a nudge moves it by a few, so the search walks along the run
   from a point that found something new.  Without ``fail_alloc`` the other
-  operations are drawn exactly as before and a point is kept as it is.
+  operations are drawn exactly as before and a point is kept as it is by
+:func:`mutate_case`, and dropped by :func:`custom_mutator` and
+:func:`custom_crossover`, so that a campaign without ``--fail-alloc`` makes
+exactly the inputs it made before points existed.
 
 The output is always a canonical encoding (``encode(decode(out)) == out``),
 never longer than ``max_size`` when that is given (a result that would be is
@@ -237,8 +240,10 @@ def custom_mutator(
     """atheris's custom mutator: one structure-aware change (or a byte mutation).
 
     ``fail_alloc``: the fail point is one of the things changed (bind it with
-    :func:`functools.partial` for atheris).  libFuzzer's byte mutations reach
-    it either way: flag bit 1 and the varint after the labels are bytes too.
+    :func:`functools.partial` for atheris); without it, a point the input
+    carries (a byte flip set it) is dropped, so the output is what it was
+    before points existed.  libFuzzer's own byte mutations reach it either
+    way: flag bit 1 and the varint after the labels are bytes too.
     """
     rng = random.Random(seed)
     if byte_mutate is None:
@@ -246,18 +251,30 @@ def custom_mutator(
     if rng.randrange(BYTE_SHARE) == 0:
         return byte_mutate(data, max_size)
     case, _name = mutate_case(data, RandomChoices(rng), fail_alloc=fail_alloc)
-    return _fit(case, byte_mutate(data, max_size), max_size)
+    return _fit(
+        case if fail_alloc else case.without_fail_alloc(), byte_mutate(data, max_size), max_size
+    )
 
 
-def custom_crossover(data1: bytes, data2: bytes, max_out_size: int, seed: int) -> bytes:
-    """atheris's custom crossover: a blob of ``data2`` into ``data1``'s case."""
+def custom_crossover(
+    data1: bytes, data2: bytes, max_out_size: int, seed: int, *, fail_alloc: bool = False
+) -> bytes:
+    """atheris's custom crossover: a blob of ``data2`` into ``data1``'s case.
+
+    The result keeps ``data1``'s fail point with ``fail_alloc``, and drops
+    it without (as :func:`custom_mutator` does).
+    """
     rng = random.Random(seed)
     choices = RandomChoices(rng)
+    case = decode(data1)
     for _ in range(3):  # "splice" or "crossover" only; "blob" etc. would ignore data2
-        case, name = mutate_case(data1, choices, other=data2)
+        mutated, name = mutate_case(data1, choices, other=data2)
         if name.startswith(("crossover", "splice")):
-            return _fit(case, data1[:max_out_size], max_out_size)
-    return _fit(decode(data1), data1[:max_out_size], max_out_size)
+            case = mutated
+            break
+    return _fit(
+        case if fail_alloc else case.without_fail_alloc(), data1[:max_out_size], max_out_size
+    )
 
 
 def _atheris_mutate() -> Callable[[bytes, int], bytes]:
