@@ -13,8 +13,15 @@ sweep, a failing run that found nothing needs no new warm-up: see
 :func:`sweep`.)
 
 ``check --fail-alloc``, the minimiser's checks, the confirmation of a stored
-finding in a fresh process, and ``replay`` all go through
-:class:`FailingRuns`, so they all do exactly the same thing.
+finding in a fresh process, ``replay``, and ``fuzz --fail-alloc`` (its
+workers, in process through :class:`InProcess`, and its findings desk) all
+go through :class:`FailingRuns`, so they all do exactly the same thing.  A
+case's own fail point (:attr:`~tlsleak.cases.case.InitCase.fail_alloc`, what
+the fuzzer mutates) is resolved against the warm-up's count
+(:func:`~tlsleak.cases.case.resolve_fail_alloc`: every value names an
+allocation the run makes) by :func:`check_case`; the warm-up and the
+failing run are given the case without it, and a warm-up is keyed by that,
+so cases that differ only in their fail point share one.
 
 The sweep (:func:`failure_points`) fails every allocation when the budget
 allows, and otherwise prefers the *tail* of the run, where the teardown and
@@ -31,16 +38,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from tlsleak.cases.case import InitCase
+from tlsleak.cases.case import InitCase, resolve_fail_alloc
 from tlsleak.check.findings import FailPoint
-from tlsleak.check.oracle import Finding, Verdict
+from tlsleak.check.oracle import Finding, Oracle, Verdict
 from tlsleak.targets import Outcome, Status
 
 __all__ = [
     "FailingRuns",
+    "InProcess",
     "Reproduction",
     "WarmedOracle",
+    "case_runner",
+    "check_case",
     "failure_points",
+    "find_again",
     "reproduce",
     "sweep",
     "tail_size",
@@ -72,6 +83,7 @@ class FailingRuns:
         """Run ``case`` clean and return that run's allocation count; None if it crashed."""
         if self.oracle.failure is not None:
             return None
+        case = case.without_fail_alloc()
         key = (self.oracle.restarts, case.encode())
         runs = 1 if self._warm == key else 2
         count = 0
@@ -97,6 +109,62 @@ class FailingRuns:
         restart count: the new process gets both clean runs again.
         """
         return self.oracle.check(case, fail_at=fail_at)
+
+
+class InProcess:
+    """An :class:`~tlsleak.check.oracle.Oracle` in this process, as :class:`FailingRuns` needs it.
+
+    It never restarts: a crash ends the process (a fuzz worker: libFuzzer
+    keeps the input as a crash artefact, see :mod:`tlsleak.fuzz.workers`).
+    """
+
+    restarts = 0
+    failure: str | None = None
+
+    def __init__(self, oracle: Oracle) -> None:
+        self.oracle = oracle
+
+    def count_allocations(self, case: InitCase) -> int:
+        return self.oracle.count_allocations(case)
+
+    def check(self, case: InitCase, *, fail_at: int | None = None) -> Verdict:
+        return self.oracle.check(case, fail_at=fail_at)
+
+
+def check_case(runs: FailingRuns, case: InitCase) -> tuple[Verdict, FailPoint | None]:
+    """Check ``case`` as its own fail point says: the verdict, and the point it failed.
+
+    Without a fail point, one plain check.  With one, a warm-up, then the run
+    with the allocation the point resolves to against the warm-up's count
+    failing.  A case whose warm-up crashed (its crash is a plain finding) or
+    that makes no allocation is checked plainly: there is nothing to fail.
+    """
+    if case.fail_alloc is None:
+        return runs.oracle.check(case), None
+    count = runs.warm_up(case)
+    point = None if count is None else resolve_fail_alloc(case.fail_alloc, count)
+    if count is None or point is None:
+        return runs.oracle.check(case), None
+    return runs.failed_after_warm_up(case, point), FailPoint(point, count)
+
+
+def case_runner(
+    oracle: Oracle, *, fail_alloc: bool
+) -> Callable[[InitCase], tuple[Verdict, FailPoint | None]]:
+    """How a fuzz worker checks an input: :func:`check_case`, or a plain check.
+
+    Without ``fail_alloc`` a fail point the input carries is dropped, so a
+    campaign runs as it always did.  Raises ValueError when ``fail_alloc``
+    is asked of an oracle with no ledger that can make allocations fail.
+    """
+    if not fail_alloc:
+        return lambda case: (oracle.check(case.without_fail_alloc()), None)
+    if oracle.injector is None:
+        raise ValueError(
+            f"--fail-alloc: no ledger of target {oracle.target.name} can make allocations fail"
+        )
+    runs = FailingRuns(InProcess(oracle))
+    return lambda case: check_case(runs, case)
 
 
 def tail_size(count: int, budget: int) -> int:
@@ -222,6 +290,39 @@ def reproduce(
     if first is None:
         return Reproduction(False, None, None, same)
     return Reproduction(False, first[0], first[1], same)
+
+
+def find_again(
+    runs: FailingRuns, case: InitCase, seen_at: int | None, matches: Callable[[Finding], bool]
+) -> Reproduction:
+    """Find a finding of another process again: ``case``'s fail point, then ``seen_at``.
+
+    A fuzz worker resolved the case's point against its own warm-up and
+    failed allocation ``seen_at``; this process may count the run
+    differently, so the case's point is resolved against this warm-up first
+    (it keeps its distance from the end of the run it names, or from the
+    start), and ``seen_at`` itself is tried next.
+    """
+    count = runs.warm_up(case)
+    if count is None:
+        return Reproduction(False, None, None, None)
+    tries = [] if case.fail_alloc is None else [resolve_fail_alloc(case.fail_alloc, count)]
+    tries += [seen_at] if seen_at is not None and 1 <= seen_at <= count else []
+    first: tuple[FailPoint, Verdict] | None = None
+    for k in dict.fromkeys(t for t in tries if t is not None):
+        if first is not None:
+            again = runs.warm_up(case)
+            if again is None:
+                break
+            count = again
+        point = FailPoint(k, count)
+        verdict = runs.failed_after_warm_up(case, k)
+        if any(matches(f) for f in verdict.findings):
+            return Reproduction(True, point, verdict, None)
+        first = first or (point, verdict)
+    if first is None:
+        return Reproduction(False, None, None, None)
+    return Reproduction(False, first[0], first[1], None)
 
 
 class WarmedOracle:

@@ -120,6 +120,13 @@ def add_parser(commands: Commands) -> None:
         metavar="BYTES",
         help="largest input libFuzzer makes (default 65536)",
     )
+    fuzz.add_argument(
+        "--fail-alloc",
+        action="store_true",
+        help="make allocations fail too: each input may name one allocation of its run to "
+        "fail (after a warm-up run of the same input), and the mutators set, move and clear "
+        "it; a finding stores the point so that 'tlsleak replay' fails the same allocation",
+    )
     fuzz.add_argument("-q", "--quiet", action="store_true", help="no progress, summary only")
 
 
@@ -219,6 +226,7 @@ def _options(args: argparse.Namespace) -> CampaignOptions:
         minimize_budget=args.minimize_budget,
         max_len=args.max_len,
         libfuzzer_flags=tuple(args.libfuzzer),
+        fail_alloc=args.fail_alloc,
     )
 
 

@@ -207,7 +207,18 @@ class Campaign:
         except WorkerError as exc:
             raise CampaignError(str(exc)) from None
         self.target_name = checker.target_name
+        if self.options.fail_alloc and not checker.can_fail_allocations:
+            checker.close()
+            raise CampaignError(
+                f"--fail-alloc: no ledger of target {checker.target_name} can make allocations "
+                "fail (that takes the heap interposer or the OpenSSL heap shim preloaded)"
+            )
         return checker
+
+    def _fresh_checker(self) -> IsolatedOracle:
+        """A new checker process, as ``replay`` starts one (not yet started)."""
+        o = self.options
+        return IsolatedOracle(o.target, replays=o.replays, timeout=o.timeout)
 
     def _warn_about_cores(self) -> None:
         cores = usable_cores()
@@ -247,7 +258,12 @@ class Campaign:
         # Bad input is one line: the status shows once the target is known to be good.
         self._warn_about_cores()
         self._show(lambda: self._starting_status(started))
-        desk = Desk(FindingStore(self.out / "findings"), checker, self.options.minimize_budget)
+        desk = Desk(
+            FindingStore(self.out / "findings"),
+            checker,
+            self.options.minimize_budget,
+            fresh=self._fresh_checker if self.options.fail_alloc else None,
+        )
         assert self._lock_file is not None
         pool = WorkerPool(
             self.options,

@@ -152,6 +152,8 @@ def worker_argv(o: CampaignOptions, worker: Worker, until: float | None, events:
     argv += ["--replays", str(o.replays), "--mutator", o.mutator]
     if o.plain:
         argv.append("--plain")
+    if o.fail_alloc:
+        argv.append("--fail-alloc")
     argv += [
         "--",
         str(worker.folders.inputs),

@@ -7,6 +7,19 @@ budget) by a checker of its own in the background, an isolated oracle
 to its count every few seconds.  The input a worker died on (see
 :mod:`tlsleak.fuzz.workers`) is checked here in isolation, where a crash or a
 hang is a finding, and stored like the others.
+
+With ``--fail-alloc`` (a ``fresh`` checker factory given), an input's fail
+point is honoured here too (:func:`tlsleak.check.failalloc.check_case`): a
+worker that crashed on an allocation it made fail left its input, fail point
+included, and the crash is found again in isolation.  A finding of a failing
+run is found again by the checker (:func:`~tlsleak.check.failalloc.find_again`,
+after a warm-up, as every failing run), minimised with the point it failed
+there (:class:`~tlsleak.check.failalloc.WarmedOracle`), confirmed in a fresh
+process the way ``tlsleak replay`` runs it, and stored with that process's
+:class:`~tlsleak.check.findings.FailPoint`; its reproducer carries the point
+as its ``fail_alloc``.  One that does not come back in isolation is stored as
+found, without a point, and the campaign says so.  Without ``--fail-alloc``
+a fail point an input carries is dropped, as the workers drop it.
 """
 
 from __future__ import annotations
@@ -16,10 +29,12 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from tlsleak.cases.case import decode
-from tlsleak.check.findings import FindingError, FindingStore
+from tlsleak.cases.case import InitCase, decode
+from tlsleak.check.failalloc import FailingRuns, WarmedOracle, check_case, find_again, reproduce
+from tlsleak.check.findings import FailPoint, FindingError, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle, WorkerError
 from tlsleak.fuzz.stats import FindingRecord
@@ -31,10 +46,20 @@ __all__ = ["Desk"]
 class Desk:
     """Deduplicates findings, minimises new ones in a thread of its own, stores them."""
 
-    def __init__(self, store: FindingStore, checker: IsolatedOracle, budget: int) -> None:
+    def __init__(
+        self,
+        store: FindingStore,
+        checker: IsolatedOracle,
+        budget: int,
+        *,
+        fresh: Callable[[], IsolatedOracle] | None = None,
+    ) -> None:
         self.store = store
         self.checker = checker
         self.budget = budget
+        #: With --fail-alloc: makes the fresh process a failure is confirmed in.
+        self.fresh = fresh
+        self.runs = FailingRuns(checker)
         self.records: dict[str, FindingRecord] = {}
         self._pending: Counter[str] = Counter()
         self._findings: dict[str, Finding] = {}
@@ -129,7 +154,10 @@ class Desk:
                 self._error(f"could not store a finding: {type(exc).__name__}: {exc}")
 
     def _store(self, finding: Finding) -> None:
-        reproducer, reproduced = finding.case, None
+        if finding.fail_at is not None and self.fresh is not None:
+            self._store_failure(finding)
+            return
+        reproducer, reproduced = finding.case.without_fail_alloc(), None
         # A timeout costs the whole timeout per try: not worth shrinking.
         if self.budget > 0 and not self._hurry.is_set() and finding.kind is not FindingKind.TIMEOUT:
             from tlsleak.check.minimize import minimize, signature_predicate
@@ -140,14 +168,90 @@ class Desk:
             )
             reproduced = predicate.finding_for(reproducer)
         folder, _new = self.store.add(finding, reproducer, reproducer_finding=reproduced)
+        self._stored(finding, folder, reproducer)
+
+    def _store_failure(self, finding: Finding) -> None:
+        """Store a finding of a failing run with the point that replays it (see the docstring)."""
+        assert finding.fail_at is not None
+        assert self.fresh is not None
+        signature = finding.signature
+
+        def matches(found: Finding) -> bool:
+            return found.signature == signature
+
+        again = find_again(self.runs, finding.case, finding.fail_at, matches)
+        if not again.found or again.point is None:
+            self._error(
+                f"the {finding.kind} at {finding.step or '-'} with allocation {finding.fail_at} "
+                "failing did not come back in isolation: stored as found, without its warm-up "
+                "count; 'tlsleak replay' may not reproduce it exactly"
+            )
+            folder, _new = self.store.add(finding, finding.case)
+            self._stored(finding, folder, finding.case)
+            return
+        point: FailPoint = again.point
+        reproducer, reproduced = finding.case.without_fail_alloc(), None
+        if self.budget > 0 and not self._hurry.is_set() and finding.kind is not FindingKind.TIMEOUT:
+            from tlsleak.check.minimize import minimize, signature_predicate
+
+            warmed = WarmedOracle(self.runs)
+            predicate = signature_predicate(warmed, signature, fail_at=point.fail_at)
+            reproducer = minimize(
+                reproducer, predicate, budget=self.budget, stop=self._hurry.is_set
+            )
+            reproduced = predicate.finding_for(reproducer)
+            if reproduced is not None:
+                point = warmed.points.get(reproducer.encode(), point)
+        if finding.kind is not FindingKind.TIMEOUT:
+            point = self._confirm_afresh(finding, reproducer, point)
+        reproducer = replace(reproducer, fail_alloc=point.fail_at)
+        folder, _new = self.store.add(
+            finding, reproducer, reproducer_finding=reproduced, fail_point=point
+        )
+        self._stored(finding, folder, reproducer)
+
+    def _confirm_afresh(self, finding: Finding, case: InitCase, point: FailPoint) -> FailPoint:
+        """The point at which a fresh process, run as ``replay`` runs it, gives ``finding``.
+
+        The checker has run other cases before: they can shift the numbering.
+        """
+        assert self.fresh is not None
+        fresh = self.fresh()
+        try:
+            fresh.start()
+            again = reproduce(
+                FailingRuns(fresh),
+                case,
+                point.fail_at,
+                point.warmup_allocations,
+                lambda f: f.signature == finding.signature,
+            )
+        except WorkerError:
+            again = None
+        finally:
+            fresh.close()
+        if again is not None and again.found and again.point is not None:
+            return again.point
+        self._error(
+            f"the {finding.kind} at {finding.step or '-'} with allocation {point.fail_at} "
+            "failing did not come back in a fresh process: 'tlsleak replay' may not "
+            "reproduce it exactly"
+        )
+        return point
+
+    def _stored(self, finding: Finding, folder: Path, reproducer: InitCase) -> None:
         with self._lock:
             record = self.records[finding.signature]
             record.folder = folder
-            record.minimized = reproducer is not finding.case
+            record.minimized = reproducer.without_fail_alloc() != finding.case.without_fail_alloc()
 
     def _check_artifact(self, kind: FindingKind | None, data: bytes, how: str) -> None:
         case = decode(data)
-        verdict = self.checker.check(case)
+        if self.fresh is not None:
+            verdict, _point = check_case(self.runs, case)  # its fail point, as the worker ran it
+        else:
+            case = case.without_fail_alloc()
+            verdict = self.checker.check(case)
         found = [f for f in verdict.findings if f.kind in (FindingKind.CRASH, FindingKind.TIMEOUT)]
         if not found:
             # Not reproduced in isolation (flaky, or it needed the worker's

@@ -83,3 +83,6 @@ class CampaignOptions:
     minimize_budget: int = DEFAULT_BUDGET
     max_len: int = 64 * 1024
     libfuzzer_flags: tuple[str, ...] = ()
+    #: Make the allocation each input names fail (``InitCase.fail_alloc``, which
+    #: the mutators then change too); off: a fail point an input carries is ignored.
+    fail_alloc: bool = False
