@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -116,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--replays", type=int, default=3)
     parser.add_argument("--plain", action="store_true")
     parser.add_argument("--mutator", choices=["structure", "bytes"], default="bytes")
+    parser.add_argument("--fail-alloc", action="store_true")
     return parser
 
 
@@ -145,7 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (UnknownTarget, LedgerUnavailable, ValueError, KeyError) as exc:
             events.send(ev="error", message=str(exc).strip("'\""))
             return 2
+    from tlsleak.check.failalloc import case_runner
     from tlsleak.check.oracle import settle_collector
+
+    try:  # --fail-alloc: each input fails the allocation it names (see check_case)
+        run_case = case_runner(oracle, fail_alloc=args.fail_alloc)
+    except ValueError as exc:
+        events.send(ev="error", message=str(exc))
+        return 2
     from tlsleak.fuzz.guidance import POOL_SIZE, FeatureCounters, features, site_recorder
 
     try:  # allocation sites (a feature family of their own) where the interposer is preloaded
@@ -198,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         case = decode(data)
         if sites is not None:
             sites.begin()
-        verdict = oracle.check(case)
+        verdict, _point = run_case(case)
         execs += 1
         if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
             settle_collector()  # see its docstring: full collections stay cheap
@@ -236,8 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         atheris.Setup(
             [sys.argv[0], *libfuzzer],
             test_one_input,
-            custom_mutator=custom_mutator,
-            custom_crossover=custom_crossover,
+            custom_mutator=functools.partial(custom_mutator, fail_alloc=args.fail_alloc),
+            custom_crossover=functools.partial(custom_crossover, fail_alloc=args.fail_alloc),
         )
     else:
         atheris.Setup([sys.argv[0], *libfuzzer], test_one_input)
