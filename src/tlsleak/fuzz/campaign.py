@@ -20,6 +20,13 @@ workers, :mod:`~tlsleak.fuzz.shared_corpus` shares their corpus,
       .lock          flock()ed while a campaign or any of its workers
                      lives; holds the campaign's pid
 
+With ``--fail-alloc`` (:attr:`CampaignOptions.fail_alloc`) the workers run
+each input's fail point after a warm-up, the mutators change it, and the
+desk stores each finding of a failing run with the point a fresh process
+reproduces it at (see docs/fuzzing.md, "Allocation failures"); a target
+whose ledgers can make no allocation fail is refused before any worker
+starts.
+
 A campaign killed at any moment leaves the shared corpus and the findings
 with whole files only.  ``--time`` counts from :meth:`Campaign.run`, start-up
 included.  The final status says when the campaign did no work
