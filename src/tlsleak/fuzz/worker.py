@@ -61,7 +61,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from tlsleak.check.netns import isolate
-from tlsleak.fuzz.instrumentation import NOT_INSTRUMENTED, instrumented_packages
+from tlsleak.fuzz.instrumentation import instrumented_packages, not_instrumented
 
 __all__ = ["STATS_EVERY", "main"]
 
@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = _Events(args.events)
 
     with atheris.instrument_imports(
-        include=instrumented_packages(args.target), exclude=NOT_INSTRUMENTED
+        include=instrumented_packages(args.target), exclude=not_instrumented(args.target)
     ):
         from tlsleak.cases.case import decode
         from tlsleak.check.oracle import Oracle
