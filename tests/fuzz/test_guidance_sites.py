@@ -27,6 +27,7 @@ from tlsleak.fuzz.guidance import (
     Site,
     SiteRecorder,
     features,
+    hit_bucket,
     is_alloc_bucket,
     is_alloc_path,
     is_alloc_site,
@@ -172,6 +173,20 @@ def test_site_features_name_site_caller_depth_and_path() -> None:
     assert not any(is_error_pair(f) or is_alloc_bucket(f) for f in paths | _family(
         sorted(found), is_alloc_site))  # fmt: skip
     assert features(_verdict()) == found - paths - _family(sorted(found), is_alloc_site)
+
+
+def test_hit_counts_are_bucketed_like_libfuzzer_counters() -> None:
+    assert [hit_bucket(n) for n in (1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 127, 128, 10**6)] == [
+        1, 2, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8,
+    ]  # fmt: skip
+    # Hits add up over a name's callers and depths; one allocation adds no feature.
+    sites = [Site("lib.so+0x10", "a.so+0x1", 1, 3), Site("lib.so+0x10", "b.so+0x2", 2, 2)]
+    assert "site init lib.so+0x10 #4" in features(_verdict(), sites)
+    once = features(_verdict(), [Site("lib.so+0x10", None, 1, 1)])
+    assert not any("#" in f for f in once)
+    more = features(_verdict(), [Site("lib.so+0x10", None, 1, 40)])
+    assert "site init lib.so+0x10 #7" in more
+    assert _family(sorted(more), is_alloc_path) == _family(sorted(once), is_alloc_path)
 
 
 def test_paths_are_never_fed_and_sites_only_when_asked() -> None:

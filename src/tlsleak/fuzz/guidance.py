@@ -22,8 +22,10 @@ took is visible, though, in what the attempt reports:
 - the **allocation sites** of the attempt (:class:`SiteRecorder`), where the
   malloc interposer is preloaded: ``site <step> libcrypto.so.3+0x1a2b``, the
   place in C that allocated, plus the same site with the frame that called it
-  (``< libcrypto.so.3+0x3c4d``) and with its stack depth (``@6``, 512-byte
-  steps).  A library that clears OpenSSL's error queue on every rejection
+  (``< libcrypto.so.3+0x3c4d``), with its stack depth (``@6``, 512-byte
+  steps) and with the bucket of how many allocations it made (``#4``: 4-7,
+  libFuzzer's hit-count buckets: how often a loop over certificates, blocks
+  or ASN.1 elements ran).  A library that clears OpenSSL's error queue on every rejection
   and reports one generic failure (Mongoose does) leaves every feature above
   the same for every input; which allocations its parser made still tells
   its paths apart, without rebuilding it with coverage.  Sites are named by
@@ -67,6 +69,7 @@ __all__ = [
     "SiteRecorder",
     "alloc_bucket",
     "features",
+    "hit_bucket",
     "is_alloc_bucket",
     "is_alloc_path",
     "is_alloc_site",
@@ -102,6 +105,17 @@ class Site(NamedTuple):
     caller: str | None
     #: Stack depth in 512-byte steps from the attempt's start; None on another thread.
     depth: int | None
+    #: Allocations made there (with this caller, at this depth) in the attempt.
+    hits: int = 1
+
+
+def hit_bucket(hits: int) -> int:
+    """libFuzzer's bucket of a hit count: 1, 2, 3, 4-7, 8-15, 16-31, 32-127, 128+ (1 to 8)."""
+    if hits < 4:
+        return max(hits, 0)
+    if hits < 32:
+        return hits.bit_length() + 1
+    return 7 if hits < 128 else 8
 
 
 def alloc_bucket(count: int) -> int:
@@ -133,14 +147,17 @@ def features(verdict: Verdict, sites: Iterable[Site] = ()) -> frozenset[Feature]
     if verdict.allocations is not None:
         found.add(f"{_ALLOCS} {step} {alloc_bucket(verdict.allocations)}")
     found.update(f"{_FINDING} {f.kind} {step}" for f in verdict.findings)
-    names = set()
+    names: dict[str, int] = {}
     for site in sites:
-        names.add(site.name)
+        names[site.name] = names.get(site.name, 0) + site.hits
         found.add(f"{_SITE} {step} {site.name}")
         if site.caller is not None:
             found.add(f"{_SITE} {step} {site.name} < {site.caller}")
         if site.depth is not None:
             found.add(f"{_SITE} {step} {site.name} @{site.depth}")
+    for name, hits in names.items():
+        if hits > 1:  # how often a loop ran: how many certificates, elements, blocks
+            found.add(f"{_SITE} {step} {name} #{hit_bucket(hits)}")
     if names:
         found.add(f"{_PATH} {step} {zlib.crc32(' '.join(sorted(names)).encode()):08x}")
     return frozenset(found)
@@ -315,7 +332,8 @@ class SiteRecorder:
             name = self.name(r.site)
             if name is not None:
                 depth = None if r.depth == OTHER_THREAD else r.depth
-                found.append(Site(name, self.name(r.caller) if r.caller else None, depth))
+                caller = self.name(r.caller) if r.caller else None
+                found.append(Site(name, caller, depth, r.hits))
         return found
 
     def fed(self, found: frozenset[Feature]) -> Iterable[Feature]:

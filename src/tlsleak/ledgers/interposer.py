@@ -69,12 +69,14 @@ class RawSite:
     frame above a registered allocator wrapper; ``caller`` the frame above
     that one (0 unless the site was found above a wrapper); ``depth`` the
     stack depth in 512-byte steps from :meth:`Interposer.sites_begin`
-    (:data:`OTHER_THREAD` on another thread).
+    (:data:`OTHER_THREAD` on another thread); ``hits`` how many allocations
+    were made there.
     """
 
     site: int
     caller: int
     depth: int
+    hits: int
 
 
 #: :attr:`RawSite.depth` of an allocation on another thread than the one that began.
@@ -159,7 +161,7 @@ class Interposer:
         self._group = _group_type(int(lib.tlsleak_malloc_stack_depth()))
         self._groups: ctypes.Array[ctypes.Structure] = (self._group * 256)()
         # The sites buffer, made once for the same reason: the whole table.
-        self._sites = (ctypes.c_uint64 * (3 * _SITES_MAX))()
+        self._sites = (ctypes.c_uint64 * (4 * _SITES_MAX))()
         self._lost = ctypes.c_uint64()
         self._lost_ref = ctypes.byref(self._lost)
 
@@ -260,8 +262,8 @@ class Interposer:
         """(the distinct sites recorded since :meth:`sites_begin`, first seen first; how many
         more did not fit)."""
         n = int(self._lib.tlsleak_malloc_sites(self._sites, _SITES_MAX, self._lost_ref))
-        raw = self._sites[: 3 * min(n, _SITES_MAX)]
-        found = [RawSite(raw[i], raw[i + 1], raw[i + 2]) for i in range(0, len(raw), 3)]
+        raw = self._sites[: 4 * min(n, _SITES_MAX)]
+        found = [RawSite(*raw[i : i + 4]) for i in range(0, len(raw), 4)]
         return found, int(self._lost.value)
 
 

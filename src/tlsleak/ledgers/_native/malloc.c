@@ -25,7 +25,8 @@
  * thread, return NULL with errno ENOMEM, once.
  *
  * tlsleak_malloc_sites_begin() records, until tlsleak_malloc_sites_end(),
- * the distinct call sites of allocations (see "Allocation sites"): coverage
+ * the distinct call sites of allocations and how many each made (see
+ * "Allocation sites"): coverage
  * for fuzzing C code that was built without any.
  *
  * Only the allocator symbols and the tlsleak_malloc_ API are exported (built
@@ -404,6 +405,7 @@ typedef struct {
     uint64_t site;
     uint64_t caller;
     uint64_t depth;
+    uint64_t hits; /* allocations made there this attempt */
 } site_entry;
 
 static int sites_on;
@@ -434,8 +436,10 @@ static void site_put(uint64_t site, uint64_t caller, uint64_t depth)
     size_t i = (size_t)(key >> 17) & (SITES_CAP - 1);
     for (;;) {
         uint64_t seen = __atomic_load_n(&site_table[i].key, __ATOMIC_ACQUIRE);
-        if (seen == key)
-            return; /* known (two sites whose keys collide merge: harmless) */
+        if (seen == key) { /* known (two sites whose keys collide merge: harmless) */
+            __atomic_fetch_add(&site_table[i].hits, 1, __ATOMIC_RELAXED);
+            return;
+        }
         if (seen == 0) {
             if (__atomic_load_n(&sites_len, __ATOMIC_RELAXED) >= SITES_MAX) {
                 __atomic_fetch_add(&sites_lost, 1, __ATOMIC_RELAXED);
@@ -446,6 +450,7 @@ static void site_put(uint64_t site, uint64_t caller, uint64_t depth)
                 site_table[i].site = site;
                 site_table[i].caller = caller;
                 site_table[i].depth = depth;
+                __atomic_store_n(&site_table[i].hits, 1, __ATOMIC_RELAXED);
                 uint64_t n = __atomic_fetch_add(&sites_len, 1, __ATOMIC_RELEASE);
                 if (n < SITES_MAX)
                     site_used[n] = (uint32_t)i;
@@ -1010,8 +1015,8 @@ API void tlsleak_malloc_sites_end(void)
 
 /*
  * The distinct sites recorded since the last begin, in the order first seen:
- * up to `cap` (site, caller, depth) triples to `out`.  Returns how many there
- * are; *lost gets how many more did not fit in the table.
+ * up to `cap` (site, caller, depth, hits) quadruples to `out`.  Returns how
+ * many there are; *lost gets how many more did not fit in the table.
  */
 API int64_t tlsleak_malloc_sites(uint64_t *out, size_t cap, uint64_t *lost)
 {
@@ -1020,9 +1025,10 @@ API int64_t tlsleak_malloc_sites(uint64_t *out, size_t cap, uint64_t *lost)
         n = SITES_MAX;
     for (uint64_t i = 0; i < n && i < cap; i++) {
         const site_entry *e = &site_table[site_used[i]];
-        out[3 * i] = e->site;
-        out[3 * i + 1] = e->caller;
-        out[3 * i + 2] = e->depth;
+        out[4 * i] = e->site;
+        out[4 * i + 1] = e->caller;
+        out[4 * i + 2] = e->depth;
+        out[4 * i + 3] = __atomic_load_n(&e->hits, __ATOMIC_RELAXED);
     }
     *lost = __atomic_load_n(&sites_lost, __ATOMIC_RELAXED);
     return (int64_t)n;
