@@ -25,26 +25,43 @@ noisy: compare ratios, not absolute numbers between runs):
     mutations (both guided), with the reasons only the structure-aware run
     reached, on each target of ``--mutator-targets``.
 
+``fail-alloc``
+    ``tlsleak fuzz --fail-alloc`` on a C control whose bug only a failed
+    allocation reaches (``--fail-alloc-control``: ``bionull``, a crash on an
+    unchecked ``BIO_new`` in a refused input's error path, or ``sslnew``, a
+    leak when ``SSL_new`` fails), built from ``tests/c`` with gcc: for each of
+    ``--runs`` campaigns (seeds 0, 1, ...; the bundled corpus, one worker),
+    the executions until its first finding of that bug (counted to within a
+    worker's stats interval, half a second) and the share of the inputs the
+    campaign added to the corpus that carry a fail point.
+
 Nothing here asserts on time.
 
-    python bench/bench_campaign.py [--only first-finding,scaling,guidance,mutator]
+    python bench/bench_campaign.py [--only first-finding,scaling,guidance,mutator,fail-alloc]
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from tlsleak.cases.case import decode
+from tlsleak.cases.files import bundled_corpus
 from tlsleak.fuzz.campaign import Campaign, CampaignOptions
 from tlsleak.fuzz.guidance import is_alloc_bucket, is_error_pair
 from tlsleak.fuzz.stats import CampaignStatus
 
-PARTS = ("first-finding", "scaling", "guidance", "mutator")
+PARTS = ("first-finding", "scaling", "guidance", "mutator", "fail-alloc")
+#: The C controls of the fail-alloc part: the kind of finding only a failed allocation gives.
+FAIL_ALLOC_CONTROLS = {"bionull": "crash", "sslnew": "leak"}
+_C_DIR = Path(__file__).resolve().parent.parent / "tests" / "c"
 
 
 def _campaign(options: CampaignOptions) -> tuple[Campaign, CampaignStatus]:
@@ -132,6 +149,64 @@ def side_by_side(
     return results
 
 
+class _FirstFailure:
+    """Stops a campaign at its first allocation-failure finding of ``kind``; keeps the execs."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.campaign: Campaign | None = None
+        self.execs: int | None = None
+        self.seconds: float | None = None
+
+    def __call__(self, status: CampaignStatus) -> None:
+        hit = any(
+            f.kind == self.kind and "allocation failure" in f.signature for f in status.findings
+        )
+        if hit and self.execs is None and self.campaign is not None:
+            self.execs, self.seconds = status.execs, status.elapsed
+            self.campaign.stop(hurry=True)
+
+
+def _build_control(name: str, folder: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise SystemExit("fail-alloc: gcc is needed to build the C control")
+    library = folder / f"{name}.so"
+    source = _C_DIR / f"control_{name}.c"
+    flags = ["-shared", "-fPIC", "-O1", "-g"]
+    subprocess.run([gcc, *flags, "-o", str(library), str(source), "-lssl", "-lcrypto"], check=True)
+    return library
+
+
+def fail_alloc_runs(control: str, runs: int, limit: float) -> list[tuple[int | None, float]]:
+    """(executions to the first finding or None, share of new inputs with a fail point) per run."""
+    seeds = {p.name for p in bundled_corpus().iterdir()}
+    results: list[tuple[int | None, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        library = _build_control(control, Path(tmp))
+        for run in range(runs):
+            out = Path(tmp) / f"out-{run}"
+            watch = _FirstFailure(FAIL_ALLOC_CONTROLS[control])
+            options = CampaignOptions(
+                f"c:{library}", out, seconds=limit, seed=run, minimize_budget=0, fail_alloc=True
+            )
+            watch.campaign = Campaign(options, on_status=watch, status_every=0.05)
+            status = watch.campaign.run()
+            added = [p for p in (out / "corpus").iterdir() if p.name not in seeds]
+            pointed = sum(decode(p.read_bytes()).fail_alloc is not None for p in added)
+            share = pointed / len(added) if added else 0.0
+            results.append((watch.execs, share))
+            found = f"{watch.execs:,} execs ({watch.seconds:.1f} s)" if watch.execs else "none"
+            print(
+                f"  run {run + 1}: first {FAIL_ALLOC_CONTROLS[control]}: {found}; "
+                f"{status.execs:,} execs in all, {pointed}/{len(added)} new inputs "
+                f"({share:.0%}) carry a fail point",
+                flush=True,
+            )
+            shutil.rmtree(out, ignore_errors=True)
+    return results
+
+
 def _counts(campaign: Campaign) -> tuple[int, int]:
     features = campaign.features
     return sum(map(is_error_pair, features)), sum(map(is_alloc_bucket, features))
@@ -151,6 +226,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="guided/plain budget (60)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mutator-targets", default="pyopenssl,ssl")
+    parser.add_argument(
+        "--fail-alloc-control", choices=sorted(FAIL_ALLOC_CONTROLS), default="bionull"
+    )
+    parser.add_argument(
+        "--fail-alloc-seconds", type=float, default=120.0, help="fail-alloc campaign limit (120)"
+    )
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
 
@@ -218,6 +299,20 @@ def main(argv: Sequence[str] | None = None) -> None:
             for feature in only:
                 print(f"  {feature.removeprefix('err ')}")
             print()
+
+    if "fail-alloc" in parts:
+        control = args.fail_alloc_control
+        kind = FAIL_ALLOC_CONTROLS[control]
+        print(f"fuzz --fail-alloc on control_{control}.c, bundled corpus:", flush=True)
+        results = fail_alloc_runs(control, args.runs, args.fail_alloc_seconds)
+        found = [execs for execs, _share in results if execs is not None]
+        shares = [share for _execs, share in results]
+        median = f"median {statistics.median(found):,.0f}" if found else "never"
+        print(
+            f"fail-alloc: first {kind} in {len(found)}/{len(results)} runs, {median} execs "
+            f"(min {min(found, default=0):,}, max {max(found, default=0):,}); "
+            f"new inputs with a fail point: median {statistics.median(shares):.0%}\n"
+        )
 
 
 if __name__ == "__main__":
