@@ -83,11 +83,14 @@ def test_without_fail_alloc_the_same_campaign_never_reaches_that_crash(
     assert not any(f.fail_at is not None for f in _stored_findings(tmp_path / "out"))
 
 
+@pytest.mark.parametrize("control", ["control-fixed", "c:fixed"])
 def test_a_fail_alloc_campaign_on_the_fixed_control_finds_nothing(
-    small_corpus: Path, tmp_path: Path
+    control: str, c_controls: dict[str, Path], small_corpus: Path, tmp_path: Path
 ) -> None:
+    # The Python control (typed objects made to fail) and the C one (heap blocks).
+    target = f"c:{c_controls['fixed']}" if control == "c:fixed" else control
     options = CampaignOptions(
-        "control-fixed",
+        target,
         tmp_path / "out",
         corpus=small_corpus,
         seconds=GENEROUS,
