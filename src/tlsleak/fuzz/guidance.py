@@ -328,12 +328,18 @@ class SiteRecorder:
         self._heap.sites_end()
         raw, _lost = self._heap.sites()
         found = []
-        for r in raw:
-            name = self.name(r.site)
-            if name is not None:
-                depth = None if r.depth == OTHER_THREAD else r.depth
-                caller = self.name(r.caller) if r.caller else None
-                found.append(Site(name, caller, depth, r.hits))
+        name = self.name
+        for site, caller, depth, hits in raw:
+            named = name(site)
+            if named is not None:
+                found.append(
+                    Site(
+                        named,
+                        name(caller) if caller else None,
+                        None if depth == OTHER_THREAD else depth,
+                        hits,
+                    )
+                )
         return found
 
     def fed(self, found: frozenset[Feature]) -> Iterable[Feature]:

@@ -24,7 +24,7 @@ import ctypes
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from tlsleak.ledgers._preload import mapped_library, preload_hint
 from tlsleak.ledgers.base import LedgerUnavailable
@@ -61,8 +61,7 @@ class RawStack:
     frames: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class RawSite:
+class RawSite(NamedTuple):
     """One distinct allocation site of an attempt (see ``_native/malloc.c``, "Allocation sites").
 
     ``site`` is the return address of the allocation call, or of the first
@@ -70,7 +69,7 @@ class RawSite:
     that one (0 unless the site was found above a wrapper); ``depth`` the
     stack depth in 512-byte steps from :meth:`Interposer.sites_begin`
     (:data:`OTHER_THREAD` on another thread); ``hits`` how many allocations
-    were made there.
+    were made there.  (A tuple: hundreds are made per attempt.)
     """
 
     site: int
@@ -263,7 +262,7 @@ class Interposer:
         more did not fit)."""
         n = int(self._lib.tlsleak_malloc_sites(self._sites, _SITES_MAX, self._lost_ref))
         raw = self._sites[: 4 * min(n, _SITES_MAX)]
-        found = [RawSite(*raw[i : i + 4]) for i in range(0, len(raw), 4)]
+        found = list(map(RawSite._make, zip(*[iter(raw)] * 4, strict=True)))
         return found, int(self._lost.value)
 
 
