@@ -164,7 +164,7 @@ class Desk:
 
             predicate = signature_predicate(self.checker, finding.signature)
             reproducer = minimize(
-                finding.case, predicate, budget=self.budget, stop=self._hurry.is_set
+                reproducer, predicate, budget=self.budget, stop=self._hurry.is_set
             )
             reproduced = predicate.finding_for(reproducer)
         folder, _new = self.store.add(finding, reproducer, reproducer_finding=reproduced)
@@ -186,8 +186,9 @@ class Desk:
                 "failing did not come back in isolation: stored as found, without its warm-up "
                 "count; 'tlsleak replay' may not reproduce it exactly"
             )
-            folder, _new = self.store.add(finding, finding.case)
-            self._stored(finding, folder, finding.case)
+            as_found = replace(finding.case, fail_alloc=finding.fail_at)
+            folder, _new = self.store.add(finding, as_found)
+            self._stored(finding, folder, as_found)
             return
         point: FailPoint = again.point
         reproducer, reproduced = finding.case.without_fail_alloc(), None
