@@ -7,12 +7,13 @@ runs inside libFuzzer, where an exception ends the campaign.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from tlsleak.cases.case import InitCase, decode
+from tlsleak.cases.case import MAX_FAIL_ALLOC, InitCase, decode
 from tlsleak.cases.choices import DrawChoices, RandomChoices
 from tlsleak.cases.defects import DEFECTS
 from tlsleak.cases.mutator import custom_crossover, custom_mutator, mutate_case
@@ -68,3 +69,28 @@ def test_mutated_cases_checks_its_options() -> None:
         except InvalidArgument:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+@given(st.binary(max_size=4096), st.binary(max_size=512), st.data())
+def test_mutate_case_with_fail_alloc_is_total_with_drawn_choices(
+    data: bytes, other: bytes, draws: st.DataObject
+) -> None:
+    # Points at either end of their range included: a nudge must stay in it.
+    case, name = mutate_case(data, DrawChoices(draws.draw), other=other, fail_alloc=True)
+    assert name
+    assert decode(case.encode()) == case
+
+
+@given(
+    st.binary(max_size=1024),
+    st.sampled_from([1, -1, 2, -2, MAX_FAIL_ALLOC, -MAX_FAIL_ALLOC, MAX_FAIL_ALLOC - 3]),
+    st.integers(0, 2**32 - 1),
+)
+def test_custom_entries_with_fail_alloc_are_total_and_canonical(
+    blob: bytes, point: int, seed: int
+) -> None:
+    data = replace(decode(blob), fail_alloc=point).encode()
+    out = custom_mutator(data, 1 << 16, seed, byte_mutate=_truncate, fail_alloc=True)
+    assert decode(decode(out).encode()) == decode(out)
+    crossed = custom_crossover(data, blob, 1 << 16, seed, fail_alloc=True)
+    assert decode(crossed).fail_alloc == point

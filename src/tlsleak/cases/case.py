@@ -43,7 +43,16 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Final
 
-__all__ = ["FIELDS", "InitCase", "Mode", "Step", "decode", "encode", "resolve_fail_alloc"]
+__all__ = [
+    "FIELDS",
+    "MAX_FAIL_ALLOC",
+    "InitCase",
+    "Mode",
+    "Step",
+    "decode",
+    "encode",
+    "resolve_fail_alloc",
+]
 
 
 class Step(enum.StrEnum):
@@ -79,8 +88,8 @@ _FAIL_ALLOC_FLAG: Final = 0x02
 # A 4-byte LEB128 length reaches 256 MiB, far past any input worth reading;
 # capping the bytes read keeps decoding O(1) per field whatever the input.
 _MAX_VARINT_BYTES: Final = 4
-# The largest |fail_alloc| whose zigzag code fits in those 4 bytes.
-_MAX_FAIL_ALLOC: Final = 1 << (7 * _MAX_VARINT_BYTES - 1)
+#: The largest ``abs(fail_alloc)``: its zigzag code fits in the 4 bytes read.
+MAX_FAIL_ALLOC: Final = 1 << (7 * _MAX_VARINT_BYTES - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +112,9 @@ class InitCase:
     fail_alloc: int | None = None
 
     def __post_init__(self) -> None:
-        if self.fail_alloc is not None and not 0 < abs(self.fail_alloc) <= _MAX_FAIL_ALLOC:
+        if self.fail_alloc is not None and not 0 < abs(self.fail_alloc) <= MAX_FAIL_ALLOC:
             raise ValueError(
-                f"fail_alloc must be a non-zero integer of at most {_MAX_FAIL_ALLOC} either way, "
+                f"fail_alloc must be a non-zero integer of at most {MAX_FAIL_ALLOC} either way, "
                 f"not {self.fail_alloc}"
             )
 

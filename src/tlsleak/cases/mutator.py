@@ -57,7 +57,7 @@ from functools import cache
 from typing import Final
 
 from tlsleak.cases import der, pem
-from tlsleak.cases.case import InitCase, Mode, decode
+from tlsleak.cases.case import MAX_FAIL_ALLOC, InitCase, Mode, decode
 from tlsleak.cases.choices import Choices, RandomChoices
 from tlsleak.cases.material import (
     Encoding,
@@ -177,8 +177,8 @@ def mutate_fail_alloc(case: InitCase, choices: Choices) -> tuple[InitCase, str]:
         return replace(case, fail_alloc=_new_fail_point(choices)), "fail-alloc:new"
     step = choices.integer(1, _NUDGE) * (1 if choices.boolean() else -1)
     moved = point + step
-    if moved == 0 or (moved > 0) != (point > 0):
-        moved = point - step  # stay anchored at the same end of the run
+    if moved == 0 or (moved > 0) != (point > 0) or abs(moved) > MAX_FAIL_ALLOC:
+        moved = point - step  # stay anchored at the same end of the run, and in range
     return replace(case, fail_alloc=moved), "fail-alloc:nudge"
 
 
