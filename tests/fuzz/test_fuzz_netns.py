@@ -3,7 +3,7 @@
 The target of the first campaign fails every input (an ``exception``
 finding) unless, from inside the worker, loopback is the only network
 interface it can see and a loopback round trip works; it touches no other
-address (see ``tests/check/test_netns.py`` for the controls of that probe).
+address (see ``tests/test_netns.py`` for the controls of that probe).
 The second campaign forces ``unshare`` to fail in its workers (a
 ``sitecustomize`` on their PYTHONPATH) and must say so at start-up, in the
 summary and in ``stats.jsonl``.  Both campaigns end on libFuzzer's ``-runs``,
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from tlsleak._netns import ENV, Network
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
-from tlsleak.check.netns import ENV, Network
 from tlsleak.cli import main
 from tlsleak.fuzz.campaign import Campaign, CampaignOptions
 
@@ -62,7 +62,7 @@ def local(case):
 
 REFUSE_UNSHARE = """
 import errno
-from tlsleak.check import netns
+from tlsleak import _netns as netns
 
 def _refused(flags):
     raise OSError(errno.EPERM, "Operation not permitted")

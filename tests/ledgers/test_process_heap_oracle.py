@@ -315,7 +315,7 @@ def test_enomem_from_python_under_injection_is_a_rejection() -> None:
 
 
 def test_heap_is_a_default_ledger_and_sees_every_built_in_target() -> None:
-    found = {t.name: t for t in survey(list(TARGETS))}
+    found = {t.name: t for t in survey(list(TARGETS)).targets}
     for name in TARGETS:
         sights = {s.ledger: s for s in found[name].sights}
         assert sights["heap"].sees is True, name

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tlsleak._netns import ENV as NETWORK_ENV
+from tlsleak._netns import Network
 from tlsleak.cases.case import InitCase
 from tlsleak.check.oracle import FindingKind, Oracle
 from tlsleak.check.worker import IsolatedOracle, WorkerError
@@ -28,7 +30,7 @@ from tlsleak.targets.probe import TargetSurvey, sift, sight, survey
 @cache
 def _survey() -> dict[str, TargetSurvey]:
     """The built-in targets probed in one preloaded worker (as `tlsleak targets` does)."""
-    return {t.name: t for t in survey(list(TARGETS))}
+    return {t.name: t for t in survey(list(TARGETS)).targets}
 
 
 def _heap_sees(name: str) -> bool:
@@ -253,3 +255,23 @@ def test_targets_lists_the_probed_ledgers(capsys: pytest.CaptureFixture[str]) ->
     assert "openssl-objects" not in rows["ssl"]
     assert "openssl-objects" in rows["control-leaky"]
     assert ("openssl-heap" in rows["control-leaky"]) == _heap_sees("control-leaky")
+
+
+@pytest.mark.parametrize("host", [False, True], ids=["isolated", "host-network"])
+def test_the_survey_child_is_off_the_network_and_targets_says_when_not(
+    host: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Making a target runs its stack's init code: the probe child leaves the
+    # network like every worker, and `tlsleak targets` says when it could not.
+    if host:
+        monkeypatch.setenv(NETWORK_ENV, "host")
+    assert main(["targets"]) == 0
+    out = capsys.readouterr().out
+    network = survey(["control-fixed"]).network
+    assert network is not None
+    if host:
+        assert network == Network(False, reason=f"{NETWORK_ENV}=host")
+        assert f"network: not isolated ({NETWORK_ENV}=host)" in out
+    else:
+        assert network.isolated, network
+        assert "network:" not in out

@@ -22,7 +22,7 @@ a ``prompt`` finding when a pass-phrase prompt appeared.
 
 The child is kept off the network: before it imports the target it moves
 into a network namespace of its own with only loopback up
-(:mod:`tlsleak.check.netns`), and its ready message says whether that worked
+(:mod:`tlsleak._netns`), and its ready message says whether that worked
 (:attr:`IsolatedOracle.network`), so that a report can say when it did not.
 
 The parent and the child talk over two pipes of their own (not stdin and
@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tlsleak.cases.case import InitCase, decode
-from tlsleak.check.netns import Network, isolate
+from tlsleak._netns import Network, isolate
 from tlsleak.check.oracle import (
     DEFAULT_REPLAYS,
     Finding,
@@ -151,7 +151,7 @@ class IsolatedOracle:
         self.restarts = 0
         #: Ledgers the child dropped because they cannot see the target, with why.
         self.blind: dict[str, str] = {}
-        #: Whether the child is off the network (tlsleak.check.netns); None until started.
+        #: Whether the child is off the network (tlsleak._netns); None until started.
         self.network: Network | None = None
         #: Why no case can be checked any more (the child died on a case and
         #: could not be restarted); checking then raises WorkerError with it.

@@ -39,9 +39,10 @@ def run_targets(_args: argparse.Namespace) -> int:
     from tlsleak.targets.probe import survey
 
     try:
-        found = survey(list(TARGETS))
+        surveyed = survey(list(TARGETS))
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
+    found = surveyed.targets
     rows = [
         (t.name, ", ".join(t.seen_by()) or "none", t.description or f"cannot be made: {t.error}")
         for t in found
@@ -66,6 +67,8 @@ def run_targets(_args: argparse.Namespace) -> int:
         print(f"Blind: {ledger} cannot see {', '.join(names)}.")
     for ledger, why in inactive.items():
         print(f"Inactive: {ledger}: {why}")
+    if surveyed.network is not None and (warning := surveyed.network.warning()):
+        print(warning)  # the probes could reach the network (tlsleak._netns)
     print("\nYour own init path: package.module:function taking a tlsleak.InitCase,")
     print("or c:PATH[:SYMBOL] for a C library exporting tls_init_once (docs/c-abi.md).")
     print("check refuses a ledger that cannot see its target, tried the same way.")

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_title(status))
     Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
     if status.network is not None and (line := status.network.warning()):
-        print(line)  # the workers could reach the network (tlsleak.check.netns)
+        print(line)  # the workers could reach the network (tlsleak._netns)
     if status.findings:
         print(
             f"\n{len(status.findings)} distinct findings in {args.out / 'findings'}; "

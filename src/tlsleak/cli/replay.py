@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"target: {spec} ({what})")
     oracle = started(IsolatedOracle(spec, replays=args.replays, timeout=args.timeout))
     if oracle.network is not None and (line := oracle.network.warning()):
-        print(line)  # the worker could reach the network (tlsleak.check.netns)
+        print(line)  # the worker could reach the network (tlsleak._netns)
     reproduction: Reproduction | None = None
     try:
         if recorded.fail_at is None:

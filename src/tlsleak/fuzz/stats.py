@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from tlsleak.check.netns import Network
+from tlsleak._netns import Network
 from tlsleak.fuzz.guidance import is_alloc_bucket, is_alloc_path, is_alloc_site, is_error_pair
 
 __all__ = ["STATS_EVERY", "CampaignStatus", "FindingRecord", "Stats", "WorkerStatus"]
@@ -33,7 +33,7 @@ class WorkerStatus:
     execs: int = 0
     restarts: int = 0
     message: str = ""
-    #: Whether it is off the network, as its ready event said (tlsleak.check.netns).
+    #: Whether it is off the network, as its ready event said (tlsleak._netns).
     network: Network | None = None
 
 

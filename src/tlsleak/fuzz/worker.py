@@ -40,7 +40,7 @@ leaves libFuzzer with Python coverage alone (the features are still counted
 and reported, which is what a comparison needs).
 
 Before anything else (atheris, the target) the worker moves into a network
-namespace of its own with only loopback up (:mod:`tlsleak.check.netns`): a
+namespace of its own with only loopback up (:mod:`tlsleak._netns`): a
 target that reaches for the network during init (an SNTP query, say) gets
 ``ENETUNREACH`` instead of sending one packet per input.  When that is not
 possible the worker runs anyway, and its ``ready`` event says why.
@@ -60,7 +60,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from tlsleak.check.netns import isolate
+from tlsleak._netns import isolate
 from tlsleak.fuzz.instrumentation import instrumented_packages, not_instrumented
 
 __all__ = ["STATS_EVERY", "main"]

@@ -8,7 +8,7 @@ ledger's Python ones name them, left out otherwise), ``blind``: each
 ledger that was asked for or is a default of the target but cannot see it,
 with why (a blind ledger is dropped, never reported as zero), and
 ``network``: whether the worker was off the network
-(:class:`tlsleak.check.netns.Network`), whatever the answer.
+(:class:`tlsleak._netns.Network`), whatever the answer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsleak._version import __version__
-from tlsleak.check.netns import Network
+from tlsleak._netns import Network
 from tlsleak.check.oracle import Finding
 
 __all__ = ["check_report", "encode"]

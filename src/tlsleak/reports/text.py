@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tlsleak.check.netns import Network
+from tlsleak._netns import Network
 from tlsleak.check.oracle import Finding
 
 __all__ = ["SITES_SHOWN", "check_report"]

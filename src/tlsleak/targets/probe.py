@@ -26,7 +26,10 @@ one line naming the ledger, the target and why.  Targets without a probe
 that has the heap shim and the malloc interposer preloaded (the CLI's own
 process has not), for
 ``tlsleak targets``.  Run as ``python -m tlsleak.targets.probe FD NAME...``,
-that child writes its JSON answer to descriptor FD.
+that child writes its JSON answer to descriptor FD.  Like every worker it
+first leaves the network (:func:`tlsleak._netns.isolate`): making a target
+and its probe object runs the stack's init code, which must not reach out
+either, and :class:`Survey` says how that went.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from tlsleak._netns import Network, isolate
 from tlsleak.ledgers import (
     LEDGERS,
     Ledger,
@@ -53,7 +57,7 @@ from tlsleak.ledgers.shim import preload_env
 from tlsleak.targets import resolve_target
 from tlsleak.targets.base import Probe, Probed, Target, UnknownTarget
 
-__all__ = ["Sight", "TargetSurvey", "sift", "sight", "survey"]
+__all__ = ["Sight", "Survey", "TargetSurvey", "sift", "sight", "survey"]
 
 #: Seconds the survey child may take to import, make and probe every target.
 SURVEY_TIMEOUT: Final = 120.0
@@ -142,7 +146,15 @@ class TargetSurvey:
         return [s.ledger for s in self.sights if s.sees] + whole
 
 
-def survey(names: Sequence[str], *, timeout: float = SURVEY_TIMEOUT) -> list[TargetSurvey]:
+@dataclass(frozen=True, slots=True)
+class Survey:
+    """What the survey child found: each target, and whether the child was off the network."""
+
+    targets: tuple[TargetSurvey, ...]
+    network: Network | None
+
+
+def survey(names: Sequence[str], *, timeout: float = SURVEY_TIMEOUT) -> Survey:
     """Every registered ledger probed on each target of ``names``, in one preloaded child.
 
     Raises ``RuntimeError`` (one line) when the child gives no answer.
@@ -178,12 +190,13 @@ def survey(names: Sequence[str], *, timeout: float = SURVEY_TIMEOUT) -> list[Tar
             f"probing the targets' ledgers failed: the probe process exited with status "
             f"{proc.returncode} and no answer"
         ) from None
-    return [
+    targets = tuple(
         TargetSurvey(
             t["name"], t["description"], tuple(Sight(**s) for s in t["sights"]), t["error"]
         )
-        for t in found
-    ]
+        for t in found["targets"]
+    )
+    return Survey(targets, Network.from_json(found.get("network")))
 
 
 def _read_all(fd: int, deadline: float) -> bytes:
@@ -221,19 +234,20 @@ def _survey_one(name: str) -> TargetSurvey:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the survey child (``python -m tlsleak.targets.probe FD NAME...``)."""
+    # Off the network while this is one thread, before any target is made.
+    network = isolate()
     fd, *names = sys.argv[1:] if argv is None else argv
     found = [_survey_one(name) for name in names]
-    data = json.dumps(
-        [
-            {
-                "name": t.name,
-                "description": t.description,
-                "sights": [{"ledger": s.ledger, "sees": s.sees, "why": s.why} for s in t.sights],
-                "error": t.error,
-            }
-            for t in found
-        ]
-    ).encode()
+    targets = [
+        {
+            "name": t.name,
+            "description": t.description,
+            "sights": [{"ledger": s.ledger, "sees": s.sees, "why": s.why} for s in t.sights],
+            "error": t.error,
+        }
+        for t in found
+    ]
+    data = json.dumps({"network": network.to_json(), "targets": targets}).encode()
     view = memoryview(data)
     while view:
         view = view[os.write(int(fd), view) :]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from tlsleak._netns import ENV, Network
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
-from tlsleak.check.netns import ENV, Network
 from tlsleak.check.worker import IsolatedOracle
 from tlsleak.cli import main
 from tlsleak.reports import json_report, text
@@ -63,7 +63,7 @@ def init(case):
 #: Makes unshare fail in every Python process started with this folder on PYTHONPATH.
 REFUSE_UNSHARE = """
 import errno
-from tlsleak.check import netns
+from tlsleak import _netns as netns
 
 def _refused(flags):
     raise OSError(errno.EPERM, "Operation not permitted")
@@ -74,7 +74,7 @@ netns._unshare = _refused
 #: Root without CAP_SYS_ADMIN (a container): the network namespace alone is refused.
 REFUSE_NETNS_ALONE = """
 import errno
-from tlsleak.check import netns
+from tlsleak import _netns as netns
 
 _real = netns._unshare
 
@@ -146,7 +146,7 @@ def _run_isolated(
     script = textwrap.dedent(
         """
         import json, os, sys, threading
-        from tlsleak.check.netns import isolate
+        from tlsleak._netns import isolate
         import tlsleak_netns_probe as probe
         if sys.argv[1:] == ["thread"]:
             threading.Thread(target=threading.Event().wait, daemon=True).start()
@@ -182,7 +182,7 @@ def test_an_unshare_that_claims_success_without_doing_it_is_not_isolation(
     probe: str, tmp_path: Path
 ) -> None:
     # What a seccomp filter returning 0 for unshare() looks like.
-    lying = "from tlsleak.check import netns\nnetns._unshare = lambda flags: None\n"
+    lying = "from tlsleak import _netns as netns\nnetns._unshare = lambda flags: None\n"
     found = _run_isolated(tmp_path, sitecustomize=lying)
     network = Network.from_json(found["network"])
     assert network == Network(False, reason="unshare: succeeded, but the namespace is the same")
