@@ -11,7 +11,14 @@ import pytest
 
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.cases.files import write_case
-from tlsleak.cases.material import Encoding, KeyType, cert_bytes, identity, key_bytes
+from tlsleak.cases.material import (
+    Encoding,
+    KeyFormat,
+    KeyType,
+    cert_bytes,
+    identity,
+    key_bytes,
+)
 
 #: A PEM block whose body is not a certificate: OpenSSL's parser rejects it.
 GARBAGE_CERT = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
@@ -100,6 +107,20 @@ C_CONTROLS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 CCompiler = Callable[..., Path]
+
+
+@pytest.fixture
+def encrypted_keys(tmp_path: Path) -> Path:
+    """Two encrypted-key cases (two key types: one cause) and a plain one, in a folder."""
+    folder = tmp_path / "keys"
+    for key_type in (KeyType.EC_P256, KeyType.RSA2048):
+        ident = identity(key_type, issued=False)
+        cert = cert_bytes(ident.leaf)
+        key = key_bytes(ident.key, KeyFormat.PKCS8_ENCRYPTED, password=b"secret")
+        write_case(folder, InitCase(cert=cert, key=key))
+    ident = identity(KeyType.EC_P256, issued=False)
+    write_case(folder, InitCase(cert=cert_bytes(ident.leaf), key=key_bytes(ident.key)))
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
-from tlsleak.cases.material import KeyFormat, KeyType, cert_bytes, identity, key_bytes
 from tlsleak.cli import main
 
 
@@ -126,20 +125,6 @@ def test_library_crashing_on_load_is_one_line(
 
 
 # -- pass-phrase prompts ------------------------------------------------------------------
-
-
-@pytest.fixture
-def encrypted_keys(tmp_path: Path) -> Path:
-    """Two encrypted-key cases (two key types: one cause) and a plain one, in a folder."""
-    folder = tmp_path / "keys"
-    for key_type in (KeyType.EC_P256, KeyType.RSA2048):
-        ident = identity(key_type, issued=False)
-        cert = cert_bytes(ident.leaf)
-        key = key_bytes(ident.key, KeyFormat.PKCS8_ENCRYPTED, password=b"secret")
-        write_case(folder, InitCase(cert=cert, key=key))
-    ident = identity(KeyType.EC_P256, issued=False)
-    write_case(folder, InitCase(cert=cert_bytes(ident.leaf), key=key_bytes(ident.key)))
-    return folder
 
 
 def test_a_library_that_makes_openssl_prompt_gets_one_prompt_finding(

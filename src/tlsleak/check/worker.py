@@ -18,7 +18,7 @@ one removed by :meth:`IsolatedOracle.close`), never to the user's terminal.
 OpenSSL's default password callback, used when the code under test gives
 none, then writes its "Enter PEM pass phrase:" to that stderr and reads
 nothing: the child reads its stderr back after each case and gives the case
-a ``prompt`` finding when a pass-phrase prompt appeared.
+a ``prompt`` finding when a pass-phrase prompt appeared (:mod:`tlsleak.check.prompts`).
 
 The child is kept off the network: before it imports the target it moves
 into a network namespace of its own with only loopback up
@@ -34,26 +34,22 @@ big-endian length and that many bytes.  Requests are an operation byte, an
 from __future__ import annotations
 
 import argparse
-import fcntl
 import importlib
 import json
 import os
-import re
 import select
 import signal
-import stat
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
-from tlsleak.cases.case import InitCase, decode
 from tlsleak._netns import Network, isolate
+from tlsleak.cases.case import InitCase, decode
 from tlsleak.check.oracle import (
     DEFAULT_REPLAYS,
     Finding,
@@ -62,6 +58,7 @@ from tlsleak.check.oracle import (
     Verdict,
     settle_collector,
 )
+from tlsleak.check.prompts import StderrLog, with_prompt
 from tlsleak.openssl.errors import OpenSSLError
 from tlsleak.targets import Outcome, Status
 
@@ -351,49 +348,8 @@ def _last_words(log: Path, since: int, *, kept: bool) -> str:
 
 # -- the child -------------------------------------------------------------------------
 
-#: OpenSSL's pass-phrase prompts ("Enter PEM pass phrase:", "Verifying - Enter
-#: PEM pass phrase:", "Enter pass phrase for ...:"), at the start of a line.
-_PROMPT: Final = re.compile(rb"(?im)^(?:verifying - )?enter [^\n]*pass ?(?:phrase|word)[^\n]*:")
-#: How much of what a case wrote to stderr is searched for a prompt.
-_PROMPT_WINDOW: Final = 1 << 20
-
-
-class _Stderr:
-    """This process's stderr, read back when it is a file opened for reading too (the log)."""
-
-    def __init__(self, fd: int = 2) -> None:
-        self.fd = fd
-        try:
-            readable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
-            self.on = readable and stat.S_ISREG(os.fstat(fd).st_mode)
-        except OSError:
-            self.on = False
-
-    def mark(self) -> int:
-        return os.fstat(self.fd).st_size if self.on else 0
-
-    def prompted_since(self, mark: int) -> bool:
-        """Whether a pass-phrase prompt was written after ``mark``."""
-        if not self.on:
-            return False
-        size = os.fstat(self.fd).st_size
-        if size <= mark:
-            return False
-        try:
-            written = os.pread(self.fd, min(size - mark, _PROMPT_WINDOW), mark)
-        except OSError:
-            return False
-        return _PROMPT.search(written) is not None
-
-
-def _with_prompt(verdict: Verdict, target: str, fail_at: int | None) -> Verdict:
-    """``verdict`` with a ``prompt`` finding added: the case made OpenSSL ask for a pass phrase."""
-    prompt = Finding(FindingKind.PROMPT, target, verdict.case, verdict.outcome, fail_at=fail_at)
-    return replace(verdict, findings=(*verdict.findings, prompt))
-
-
 def _serve(oracle: Oracle, requests: int, replies: int) -> None:
-    stderr = _Stderr()
+    stderr = StderrLog()
     while (payload := _read(requests)) is not None:
         op, fail_at = _REQUEST.unpack_from(payload)
         case = decode(payload[_REQUEST.size :])
@@ -403,7 +359,7 @@ def _serve(oracle: Oracle, requests: int, replies: int) -> None:
         mark = stderr.mark()
         verdict = oracle.check(case, fail_at=fail_at or None)
         if stderr.prompted_since(mark):
-            verdict = _with_prompt(verdict, oracle.target.name, fail_at or None)
+            verdict = with_prompt(verdict, oracle.target.name, fail_at or None)
         reply = {
             "status": str(verdict.outcome.status),
             "step": None if verdict.outcome.step is None else str(verdict.outcome.step),

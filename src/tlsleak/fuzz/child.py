@@ -66,8 +66,9 @@ class Worker:
         os.set_blocking(read, False)
         try:
             # Private: libFuzzer prints small crashing inputs (key material
-            # among them) into the log.
-            fd = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            # among them) into the log.  Readable too: the worker reads back
+            # what each input wrote, for pass-phrase prompts (check/prompts.py).
+            fd = os.open(self.log, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
             os.fchmod(fd, 0o600)  # a log an older version left 0644
             with os.fdopen(fd, "ab") as log:
                 self.log_start = log.tell()

@@ -6,10 +6,13 @@ Started by :mod:`tlsleak.fuzz.campaign` as ``python -m tlsleak.fuzz.worker``, on
 OpenSSL's first allocation.  Not for users; the interface may change.
 
 Every input is decoded as an init case (decoding is total) and checked by the
-oracle.  A finding is not raised (that would end libFuzzer): the worker tells
-the campaign about it and goes on.  The campaign hears from the worker over a
-pipe of its own (``--events FD``, not stdout or stderr, which libFuzzer and
-the code under test write to), one JSON object a line:
+oracle; what the input wrote to the worker's log is read back for a
+pass-phrase prompt, a ``prompt`` finding as in ``check``
+(:mod:`tlsleak.check.prompts`). A finding is not raised (that would end
+libFuzzer): the worker tells the campaign about it and goes on. The campaign
+hears from the worker over a pipe of its own (``--events FD``, not stdout or
+stderr, which libFuzzer and the code under test write to), one JSON object a
+line:
 
 ``ready``
     running: the first input is being checked (the target's name and ledgers,
@@ -149,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     from tlsleak.check.failalloc import case_runner
     from tlsleak.check.oracle import settle_collector
+    from tlsleak.check.prompts import StderrLog, with_prompt
+
+    stderr = StderrLog()  # the worker's log, opened for reading too (fuzz/child.py)
 
     try:  # --fail-alloc: each input fails the allocation it names (see check_case)
         run_case = case_runner(oracle, fail_alloc=args.fail_alloc)
@@ -207,7 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         case = decode(data)
         if sites is not None:
             sites.begin()
-        verdict, _point = run_case(case)
+        mark = stderr.mark()
+        verdict, point = run_case(case)
+        if stderr.prompted_since(mark):
+            at = None if point is None else point.fail_at
+            verdict = with_prompt(verdict, target.name, at)
         execs += 1
         if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
             settle_collector()  # see its docstring: full collections stay cheap
