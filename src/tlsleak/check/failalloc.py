@@ -41,6 +41,7 @@ from typing import Protocol
 from tlsleak.cases.case import InitCase, resolve_fail_alloc
 from tlsleak.check.findings import FailPoint
 from tlsleak.check.oracle import Finding, Oracle, Verdict
+from tlsleak.check.worker import IsolatedOracle, WorkerError
 from tlsleak.targets import Outcome, Status
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "WarmedOracle",
     "case_runner",
     "check_case",
+    "confirm_afresh",
     "failure_points",
     "find_again",
     "reproduce",
@@ -346,3 +348,30 @@ class WarmedOracle:
         point, verdict = done
         self.points[case.encode()] = point
         return verdict
+
+
+def confirm_afresh(
+    fresh: IsolatedOracle, finding: Finding, point: FailPoint, case: InitCase
+) -> FailPoint | None:
+    """The point at which ``fresh``, a process that has run nothing yet, gives ``finding`` again.
+
+    What ran before in a check's or a campaign's checker can shift the
+    numbering (a case that ran earlier filled a cache this one would fill);
+    ``replay`` starts afresh, so what a stored finding needs is a fresh
+    process's point.  None when it did not come back there (the caller says
+    that ``replay`` may not reproduce it exactly); ``fresh`` is closed.
+    """
+    try:
+        fresh.start()
+        again = reproduce(
+            FailingRuns(fresh),
+            case,
+            point.fail_at,
+            point.warmup_allocations,
+            lambda f: f.signature == finding.signature,
+        )
+    except WorkerError:
+        return None
+    finally:
+        fresh.close()
+    return again.point if again.found else None

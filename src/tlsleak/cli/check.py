@@ -24,7 +24,7 @@ from typing import Final
 from tlsleak._fs import write_atomically
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import bundled_corpus, case_files, load_case
-from tlsleak.check.failalloc import FailingRuns, WarmedOracle, failure_points, reproduce, sweep
+from tlsleak.check.failalloc import FailingRuns, WarmedOracle, confirm_afresh, failure_points, sweep
 from tlsleak.check.findings import FailPoint, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle, WorkerError
@@ -366,30 +366,13 @@ def _store_finding(
 def _confirm_afresh(
     args: argparse.Namespace, finding: Finding, case: InitCase, point: FailPoint
 ) -> FailPoint:
-    """The point at which a fresh process, run as ``replay`` runs it, gives ``finding`` again.
-
-    What ran before in the check's process can shift the numbering (a case
-    that ran earlier filled a cache this one would fill); replay starts
-    afresh, so what it needs is the fresh process's point.
-    """
+    """The point a fresh process, run as ``replay`` runs it, gives ``finding`` at; warns if none."""
     fresh = IsolatedOracle(
         args.target, ledgers=args.ledgers, replays=args.replays, timeout=args.timeout
     )
-    try:
-        fresh.start()
-        again = reproduce(
-            FailingRuns(fresh),
-            case,
-            point.fail_at,
-            point.warmup_allocations,
-            lambda f: f.signature == finding.signature,
-        )
-    except WorkerError:
-        again = None
-    finally:
-        fresh.close()
-    if again is not None and again.found and again.point is not None:
-        return again.point
+    again = confirm_afresh(fresh, finding, point, case)
+    if again is not None:
+        return again
     stderr_message(
         f"warning: the {finding.kind} at {finding.step or '-'} with allocation "
         f"{point.fail_at} failing did not come back in a fresh process: 'tlsleak replay' "

@@ -33,7 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from tlsleak.cases.case import InitCase, decode
-from tlsleak.check.failalloc import FailingRuns, WarmedOracle, check_case, find_again, reproduce
+from tlsleak.check.failalloc import (
+    FailingRuns,
+    WarmedOracle,
+    check_case,
+    confirm_afresh,
+    find_again,
+)
 from tlsleak.check.findings import FailPoint, FindingError, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle, WorkerError
@@ -217,22 +223,9 @@ class Desk:
         The checker has run other cases before: they can shift the numbering.
         """
         assert self.fresh is not None
-        fresh = self.fresh()
-        try:
-            fresh.start()
-            again = reproduce(
-                FailingRuns(fresh),
-                case,
-                point.fail_at,
-                point.warmup_allocations,
-                lambda f: f.signature == finding.signature,
-            )
-        except WorkerError:
-            again = None
-        finally:
-            fresh.close()
-        if again is not None and again.found and again.point is not None:
-            return again.point
+        again = confirm_afresh(self.fresh(), finding, point, case)
+        if again is not None:
+            return again
         self._error(
             f"the {finding.kind} at {finding.step or '-'} with allocation {point.fail_at} "
             "failing did not come back in a fresh process: 'tlsleak replay' may not "
