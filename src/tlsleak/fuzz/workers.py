@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
-from tlsleak.cases.files import MAX_CASE_BYTES, content_name
 from tlsleak._netns import Network
+from tlsleak.cases.files import MAX_CASE_BYTES, content_name
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import child_env
 from tlsleak.fuzz.child import Worker, worker_argv

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tlsleak._version import __version__
 from tlsleak._netns import Network
+from tlsleak._version import __version__
 from tlsleak.check.oracle import Finding
 
 __all__ = ["check_report", "encode"]
