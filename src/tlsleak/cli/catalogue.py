@@ -34,6 +34,12 @@ def add_parsers(commands: Commands) -> None:
     )
 
 
+def _unmade(error: str) -> str:
+    """What the targets table says of a target that could not be made."""
+    # A missing optional stack says how to install it (TargetUnavailable).
+    return error if error.startswith("not installed") else f"cannot be made: {error}"
+
+
 def run_targets(_args: argparse.Namespace) -> int:
     """The built-in targets with the ledgers that see each, probed in one worker process."""
     from tlsleak.targets.probe import survey
@@ -44,7 +50,7 @@ def run_targets(_args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     found = surveyed.targets
     rows = [
-        (t.name, ", ".join(t.seen_by()) or "none", t.description or f"cannot be made: {t.error}")
+        (t.name, ", ".join(t.seen_by()) or "none", t.description or _unmade(t.error))
         for t in found
     ]
     width = max(len(r[0]) for r in rows)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tlsleak.targets.base import Outcome, Rejected, Status, Step, Target, UnknownTarget
+from tlsleak.targets.base import (
+    Outcome,
+    Rejected,
+    Status,
+    Step,
+    Target,
+    TargetUnavailable,
+    UnknownTarget,
+)
 from tlsleak.targets.callable import CallableTarget, load_callable
 
 __all__ = [
@@ -15,6 +23,7 @@ __all__ = [
     "Status",
     "Step",
     "Target",
+    "TargetUnavailable",
     "UnknownTarget",
     "resolve_target",
 ]
@@ -39,6 +48,26 @@ def _control(leaky: bool) -> Callable[[], Target]:
         return ControlTarget(leaky=leaky)
 
     return make
+
+
+def _needs(extra: str, package: str, make: Callable[[], Target]) -> Callable[[], Target]:
+    """``make``, for a target whose stack comes with ``pip install 'tlsleak[EXTRA]'``.
+
+    When the stack's top-level ``package`` is missing, making the target
+    raises :class:`TargetUnavailable` saying how to install it, which
+    ``tlsleak targets`` lists and ``check`` reports in one line.  Any other
+    import error is a bug, and is not hidden.
+    """
+
+    def made() -> Target:
+        try:
+            return make()
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != package:
+                raise
+            raise TargetUnavailable(f"not installed: pip install 'tlsleak[{extra}]'") from None
+
+    return made
 
 
 #: Built-in targets by name; the first is the default.

@@ -127,3 +127,7 @@ class Probed(Protocol):
 
 class UnknownTarget(ValueError):
     """The target name is neither built in nor ``package.module:function``."""
+
+
+class TargetUnavailable(UnknownTarget):
+    """A built-in target whose TLS stack is not installed; the message says how to get it."""
