@@ -26,7 +26,17 @@ campaign executed, not only those it kept.  Also printed: distinct site
 features (sites, sites with their caller, sites at a depth), all coverage
 features, the corpus size and executions.  Nothing here asserts on time.
 
+``--cost`` measures instead what recording sites costs an attempt: one child
+process per mode (``on``, ``count``, ``off``) and target (the opaque control,
+pyopenssl), run one after the other, checks the same inputs (the bundled
+seeds, then a chain of structure-aware mutations of them made with a fixed
+seed) the way a fuzz worker does (begin, check, features, counter hits,
+features not seen before) and prints milliseconds per attempt over the
+mutated inputs (the seeds warm up OpenSSL).  Every input is new to the
+process, as in a campaign; the caches fill as they would there.
+
     python bench/bench_guidance.py [--seconds 60] [--seed 1]
+    python bench/bench_guidance.py --cost [--runs 1500] [--seed 1]
 """
 
 from __future__ import annotations
@@ -47,6 +57,57 @@ VARIANTS: dict[str, tuple[dict[str, str], list[str]]] = {
     "error pairs": ({"TLSLEAK_FUZZ_SITES": "count"}, []),
     "plain": ({"TLSLEAK_FUZZ_SITES": "count"}, ["--plain"]),
 }
+MODES = ("on", "count", "off")
+
+#: The per-attempt work of a fuzz worker (tlsleak.fuzz.worker), timed; one mode.
+COST_CHILD = """\
+import random, sys, time
+from tlsleak.cases.case import decode
+from tlsleak.cases.files import bundled_corpus
+from tlsleak.cases.mutator import custom_mutator
+from tlsleak.check.oracle import Oracle
+from tlsleak.fuzz.guidance import POOL_SIZE, FeatureCounters, features, site_recorder
+from tlsleak.targets import resolve_target
+
+target, runs, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+oracle = Oracle(resolve_target(target)).start()
+sites = site_recorder()
+try:
+    import atheris
+    hit = atheris._trace_branch
+except ImportError:
+    hit = lambda counter: None
+counters = FeatureCounters(range(POOL_SIZE), hit)
+seeds = [p.read_bytes() for p in sorted(bundled_corpus().iterdir()) if p.is_file()]
+rng = random.Random(seed)
+inputs, data = [], rng.choice(seeds)
+for _ in range(runs):
+    data = rng.choice(seeds) if rng.random() < 0.2 else data
+    data = custom_mutator(data, 65536, rng.getrandbits(32), byte_mutate=lambda d, m: d)
+    inputs.append(data)
+seen = set()
+clock = time.perf_counter
+spent = [0.0]
+
+def attempt(data):
+    if sites is not None:
+        sites.begin()
+    verdict = oracle.check(decode(data).without_fail_alloc())
+    start = clock()
+    found = features(verdict, sites.end() if sites is not None else ())
+    counters.hit(found if sites is None else sites.fed(found))
+    seen.update(found - seen)
+    spent[0] += clock() - start
+
+for data in seeds:
+    attempt(data)
+spent[0] = 0.0
+start = clock()
+for data in inputs:
+    attempt(data)
+print((clock() - start) / runs * 1e3, spent[0] / runs * 1e3)
+"""
+
 FIGURES = ("alloc_paths", "alloc_sites", "features", "error_pairs", "corpus", "execs")
 
 
@@ -79,11 +140,45 @@ def campaigns(target: str, folder: Path, seconds: float, seed: int) -> dict[str,
     return results
 
 
+def attempt_cost(target: str, mode: str, runs: int, seed: int) -> tuple[float, float]:
+    """Milliseconds per attempt of a worker's per-input work with sites in ``mode``, and
+    of the part of it after the check (features and counter hits: Python's)."""
+    from tlsleak.ledgers.shim import preload_env
+
+    env = preload_env({**os.environ, "TLSLEAK_FUZZ_SITES": mode})
+    command = [sys.executable, "-c", COST_CHILD, target, str(runs), str(seed)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{target} ({mode}): cost child failed:\n{proc.stderr}")
+    total, after = proc.stdout.split()[-2:]
+    return float(total), float(after)
+
+
+def cost(runs: int, seed: int) -> None:
+    """Print ms per attempt for each mode, on the opaque control and on pyopenssl."""
+    with tempfile.TemporaryDirectory() as tmp:
+        targets = {"control_opaque": "c:" + str(build(Path(tmp))), "pyopenssl": "pyopenssl"}
+        print(
+            f"ms per attempt, {runs} mutated inputs, seed {seed}, by sites mode: "
+            "whole attempt (features and hits after the check)"
+        )
+        print(f"  {'':16}" + "".join(f"{m:>18}" for m in MODES) + f"{'on-off':>9}")
+        for name, target in targets.items():
+            ms = {m: attempt_cost(target, m, runs, seed) for m in MODES}
+            row = "".join(f"{ms[m][0]:>10.3f} ({ms[m][1]:.3f})" for m in MODES)
+            print(f"  {name:16}{row}{ms['on'][0] - ms['off'][0]:>9.3f}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="budget of each (60)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cost", action="store_true", help="ms per attempt, not campaigns")
+    parser.add_argument("--runs", type=int, default=1500, help="inputs per --cost child (1500)")
     args = parser.parse_args(argv)
+    if args.cost:
+        cost(args.runs, args.seed)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         target = "c:" + str(build(Path(tmp)))
         print(

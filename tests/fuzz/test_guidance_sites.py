@@ -47,7 +47,9 @@ PEM_OTHER_LABEL = b"-----BEGIN SOMETHING-----\nAAAA\n-----END SOMETHING-----\n"
 DER_GARBAGE = b"\x30\x03\x02\x01\x05"
 
 #: Checks each named certificate blob once unrecorded (the process's first
-#: attempts load OpenSSL's tables), then twice recorded; prints the features.
+#: attempts load OpenSSL's tables), then twice recorded (the recorder's caches
+#: cold, then warm); prints the features, and whether the plain form of the
+#: same sites (Site objects, no cache) gives the same ones.
 CHILD = """\
 import json, sys
 from tlsleak.cases.case import InitCase
@@ -62,14 +64,15 @@ blobs = json.loads(sys.argv[2])
 for blob in blobs.values():
     oracle.check(InitCase(cert=bytes.fromhex(blob)))
 for name, blob in blobs.items():
-    runs = []
+    runs, plain = [], []
     for _ in range(2):
         if recorder is not None:
             recorder.begin()
         verdict = oracle.check(InitCase(cert=bytes.fromhex(blob)))
         sites = recorder.end() if recorder is not None else ()
         runs.append(sorted(features(verdict, sites)))
-    out[name] = {"runs": runs, "message": verdict.outcome.message}
+        plain.append(sorted(features(verdict, list(sites))) == runs[-1])
+    out[name] = {"runs": runs, "message": verdict.outcome.message, "plain": plain}
 print(json.dumps(out))
 """
 
@@ -130,6 +133,16 @@ def test_site_features_are_stable_across_attempts_and_processes(
         assert first == second, name
         assert again[name]["runs"][0] == first, name
         assert not any("0x7f" in f for f in first)  # module offsets, never mapped addresses
+
+
+def test_the_recorders_caches_give_the_features_of_the_plain_form(
+    opaque_runs: dict[str, Any],
+) -> None:
+    # Cold and warm caches, ids with the site's hit bucket computed in C: the
+    # same features as Site objects through the uncached path.
+    for name in ("pem", "der", "label"):
+        assert opaque_runs[name]["plain"] == [True, True], name
+        assert any("#" in f for f in opaque_runs[name]["runs"][0]) or name == "label"
 
 
 def test_with_recording_off_there_are_no_site_features(c_controls: dict[str, Path]) -> None:

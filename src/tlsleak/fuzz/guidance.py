@@ -35,7 +35,8 @@ took is visible, though, in what the attempt reports:
   named by its first caller outside them, and the interpreter's own sites
   (libpython, the python binary, extension modules, libffi, tlsleak's shims)
   are dropped: they follow Python's object churn, not the input.  The set of
-  site names of an attempt is its *path* (``path <step> <crc32>``): counted
+  site names of an attempt is its *path* (``path <step> <hash>``, the sum of
+  a 64-bit hash of each name, so a set costs no sorting): counted
   in a campaign's figures, never fed (nearly every input would be new).
   :data:`SITES_VARIABLE` turns sites off, or keeps them out of the guidance.
 
@@ -57,10 +58,14 @@ maps to the same counter in every worker and every run).
 from __future__ import annotations
 
 import ctypes
+import functools
+import hashlib
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import chain
 from typing import Final, NamedTuple
 
 from tlsleak.check.oracle import Verdict
@@ -70,6 +75,7 @@ from tlsleak.ledgers.shim import SHIM_NAME
 __all__ = [
     "POOL_SIZE",
     "SITES_VARIABLE",
+    "AttemptSites",
     "Feature",
     "FeatureCounters",
     "Site",
@@ -139,10 +145,27 @@ def alloc_bucket(count: int) -> int:
     return 2 * top + half
 
 
+@functools.cache
+def _name_hash(name: str) -> int:
+    """A 64-bit hash of a site name, the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big")
+
+
+def _path(step: str, hashes: Iterable[int]) -> Feature:
+    """The path feature of the distinct site names whose :func:`_name_hash` are ``hashes``.
+
+    A sum, so that neither order nor sorting costs anything: a set of names
+    is one number, computed from integers the recorder keeps per site.
+    """
+    return f"{_PATH} {step} {sum(hashes) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
 def features(verdict: Verdict, sites: Iterable[Site] = ()) -> frozenset[Feature]:
     """The features one checked attempt shows (see the module docstring).
 
-    ``sites`` are the attempt's allocation sites (:meth:`SiteRecorder.end`).
+    ``sites`` are the attempt's allocation sites (:meth:`SiteRecorder.end`):
+    :class:`AttemptSites` take the recorder's cached path, any other
+    iterable of :class:`Site` the plain one; both give the same features.
     """
     outcome = verdict.outcome
     step = str(outcome.step or "-")
@@ -154,6 +177,9 @@ def features(verdict: Verdict, sites: Iterable[Site] = ()) -> frozenset[Feature]
     if verdict.allocations is not None:
         found.add(f"{_ALLOCS} {step} {alloc_bucket(verdict.allocations)}")
     found.update(f"{_FINDING} {f.kind} {step}" for f in verdict.findings)
+    if isinstance(sites, AttemptSites):
+        found.update(sites.features(step))
+        return frozenset(found)
     names: dict[str, int] = {}
     for site in sites:
         names[site.name] = names.get(site.name, 0) + site.hits
@@ -166,7 +192,7 @@ def features(verdict: Verdict, sites: Iterable[Site] = ()) -> frozenset[Feature]
         if hits > 1:  # how often a loop ran: how many certificates, elements, blocks
             found.add(f"{_SITE} {step} {name} #{hit_bucket(hits)}")
     if names:
-        found.add(f"{_PATH} {step} {zlib.crc32(' '.join(sorted(names)).encode()):08x}")
+        found.add(_path(step, map(_name_hash, names)))
     return frozenset(found)
 
 
@@ -224,8 +250,21 @@ class FeatureCounters:
         return slot
 
     def hit(self, found: Iterable[Feature]) -> None:
-        for feature in found:
-            self._hit(self.counter_for(feature))
+        """Hit the counter of each feature of ``found`` once.
+
+        Hundreds of features an attempt, nearly all known: only the new ones
+        go through :meth:`counter_for`, the rest are looked up and hit
+        without a Python loop of their own.
+        """
+        slots = self._slots
+        if isinstance(found, set | frozenset):
+            new: Iterable[Feature] = found.difference(slots)
+        else:  # in order: counters go to features in order of first appearance
+            found = list(found)
+            new = [f for f in found if f not in slots]
+        for feature in new:
+            self.counter_for(feature)
+        deque(map(self._hit, map(slots.__getitem__, found)), maxlen=0)
 
 
 # -- allocation sites ---------------------------------------------------------
@@ -273,24 +312,77 @@ def _mappings() -> list[tuple[int, int, str, str]]:
     return found
 
 
+class AttemptSites:
+    """The allocation sites of one attempt, as :meth:`SiteRecorder.end` read them.
+
+    Compact: one integer per distinct (site, caller, depth) with the hit
+    bucket of its site (:meth:`Interposer.sites_ids`); :func:`features` turns
+    them into features through the recorder's caches.  Iterating gives the
+    :class:`Site` objects themselves (the plain form, for tests and tools),
+    until the next attempt begins.
+    """
+
+    __slots__ = ("_recorder", "ids")
+
+    def __init__(self, recorder: SiteRecorder, ids: list[int]) -> None:
+        self._recorder = recorder
+        self.ids = ids
+
+    def __iter__(self) -> Iterator[Site]:
+        return iter(self._recorder.named(self))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def features(self, step: str) -> list[Feature]:
+        """The site, hit-bucket and path features of this attempt at ``step``."""
+        return self._recorder.site_features(self, step)
+
+
 class SiteRecorder:
     """Allocation sites of one attempt at a time, named stably (``libcrypto.so.3+0x1a2b``).
 
     Made after the target is loaded (its libraries' wrappers are registered
     then).  ``feed`` says whether site features guide libFuzzer or are only
     counted (:data:`SITES_VARIABLE`).
+
+    An attempt makes some 300 distinct (site, caller, depth) triples, nearly
+    all seen before: each id is named and turned into feature strings once,
+    the first time it shows up, and after that costs a dictionary lookup done
+    by ``map``, not by a Python loop.  The caches are keyed by this process's
+    addresses but give out names only: features stay the same in every process.
     """
 
     def __init__(self, heap: Interposer, *, feed: bool = True) -> None:
         self._heap = heap
         self.feed = feed
         self._names: dict[int, str | None] = {}
+        #: id >> 4 (the entry's key) -> (name, caller, depth) and site address.
+        self._triples: dict[int, tuple[str, str | None, int | None]] = {}
+        self._sites: dict[int, int] = {}
+        #: id -> site address (0: the interpreter's); site address -> _name_hash(name).
+        self._site_of: dict[int, int] = {}
+        self._hashes: dict[int, int] = {}
+        #: step -> id -> the site features of that id at that step.
+        self._by_step: dict[str, dict[int, tuple[Feature, ...]]] = {}
         self._dladdr = ctypes.CDLL(None).dladdr
         self._dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
         self._dladdr.restype = ctypes.c_int
         self._info = _DlInfo()
         #: Wrapper functions registered (for tests and the worker's log).
         self.wrappers = self._register_wrappers()
+
+    @property
+    def feed(self) -> bool:
+        """Whether site features guide libFuzzer (else they are only counted)."""
+        return self._feed
+
+    @feed.setter
+    def feed(self, feed: bool) -> None:
+        self._feed = feed
+        # fed()'s verdict on each feature seen so far, which depends on feed.
+        self._classified: set[Feature] = set()
+        self._unfed: set[Feature] = set()
 
     def _register_wrappers(self) -> int:
         # The OpenSSL heap shim's hooks (CRYPTO_set_mem_functions) sit between
@@ -330,30 +422,82 @@ class SiteRecorder:
         """Record the sites of what runs from now on (in this thread, depths from here)."""
         self._heap.sites_begin()
 
-    def end(self) -> list[Site]:
-        """Stop recording; the named sites recorded since :meth:`begin`."""
+    def end(self) -> AttemptSites:
+        """Stop recording; the sites recorded since :meth:`begin`."""
         self._heap.sites_end()
+        ids = self._heap.sites_ids()
+        if not self._site_of.keys() >= set(ids):
+            self._learn(ids)
+        return AttemptSites(self, ids)
+
+    def _learn(self, ids: list[int]) -> None:
+        """Name the ids of this attempt not seen before (the full quadruples, read once)."""
         raw, _lost = self._heap.sites()
-        found = []
-        name = self.name
-        for site, caller, depth, hits in raw:
-            named = name(site)
-            if named is not None:
-                found.append(
-                    Site(
-                        named,
-                        name(caller) if caller else None,
-                        None if depth == OTHER_THREAD else depth,
-                        hits,
-                    )
-                )
+        for id_, (site, caller, depth, _hits) in zip(ids, raw, strict=False):
+            if id_ in self._site_of:
+                continue
+            key = id_ >> 4
+            if key not in self._sites:
+                named = self.name(site)
+                self._sites[key] = site if named is not None else 0
+                if named is not None:
+                    self._hashes.setdefault(site, _name_hash(named))
+                    callee = self.name(caller) if caller else None
+                    depth_ = None if depth == OTHER_THREAD else depth
+                    self._triples[key] = (named, callee, depth_)
+            self._site_of[id_] = self._sites[key]
+
+    def named(self, attempt: AttemptSites) -> list[Site]:
+        """The named sites of ``attempt``, in the order first seen (the plain form)."""
+        raw, _lost = self._heap.sites()
+        triples = self._triples
+        return [
+            Site(*triples[id_ >> 4], hits)
+            for id_, (*_, hits) in zip(attempt.ids, raw, strict=False)
+            if id_ >> 4 in triples
+        ]
+
+    def site_features(self, attempt: AttemptSites, step: str) -> list[Feature]:
+        """What :func:`features` makes of ``attempt``'s sites at ``step``, from the caches."""
+        cache = self._by_step.setdefault(step, {})
+        ids = attempt.ids
+        for id_ in set(ids).difference(cache):  # new at this step: a few an attempt
+            triple = self._triples.get(id_ >> 4)
+            cache[id_] = () if triple is None else _site_features(step, *triple, id_ & 0xF)
+        found = list(chain.from_iterable(map(cache.__getitem__, ids)))
+        sites = set(map(self._site_of.__getitem__, ids))
+        sites.discard(0)
+        if sites:
+            found.append(_path(step, map(self._hashes.__getitem__, sites)))
         return found
 
     def fed(self, found: frozenset[Feature]) -> Iterable[Feature]:
-        """The features of ``found`` that guide libFuzzer: never paths, sites if :attr:`feed`."""
-        return [
-            f for f in found if not is_alloc_path(f) and (self.feed or not is_alloc_site(f))
-        ]
+        """The features of ``found`` that guide libFuzzer: never paths, sites if :attr:`feed`.
+
+        Each feature is classified once; after that, one set difference.
+        """
+        new = found.difference(self._classified)
+        if new:
+            self._classified.update(new)
+            self._unfed.update(
+                f for f in new if is_alloc_path(f) or (not self._feed and is_alloc_site(f))
+            )
+        return found.difference(self._unfed)
+
+
+def _site_features(
+    step: str, name: str, caller: str | None, depth: int | None, bucket: int
+) -> tuple[Feature, ...]:
+    """The features of one named site at ``step``: alone, with its caller, at its depth,
+    with the hit bucket of its site (0: one allocation, no feature)."""
+    found = [f"{_SITE} {step} {name}"]
+    if caller is not None:
+        found.append(f"{_SITE} {step} {name} < {caller}")
+    if depth is not None:
+        found.append(f"{_SITE} {step} {name} @{depth}")
+    if bucket:
+        found.append(f"{_SITE} {step} {name} #{bucket}")
+    return tuple(found)
 
 
 def site_recorder() -> SiteRecorder | None:

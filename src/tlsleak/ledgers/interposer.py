@@ -143,6 +143,7 @@ class Interposer:
             ("sites_begin", None, []),
             ("sites_end", None, []),
             ("sites", ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]),
+            ("sites_ids", ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]),
         ):
             fn = getattr(lib, f"tlsleak_malloc_{name}")
             fn.restype = restype
@@ -163,6 +164,7 @@ class Interposer:
         self._sites = (ctypes.c_uint64 * (4 * _SITES_MAX))()
         self._lost = ctypes.c_uint64()
         self._lost_ref = ctypes.byref(self._lost)
+        self._ids = (ctypes.c_uint64 * _SITES_MAX)()
 
     @property
     def path(self) -> str:
@@ -264,6 +266,19 @@ class Interposer:
         raw = self._sites[: 4 * min(n, _SITES_MAX)]
         found = list(map(RawSite._make, zip(*[iter(raw)] * 4, strict=True)))
         return found, int(self._lost.value)
+
+    def sites_ids(self) -> list[int]:
+        """The sites of :meth:`sites`, in the same order, as one integer each.
+
+        The high 60 bits stand for one (site, caller, depth) for the life of
+        the process (see ``_native/malloc.c``); the low 4 are libFuzzer's
+        bucket of the allocations made at that site in all (0 for one; 2, 3,
+        4-7, ..., 128+ as 2 to 8).  A caller that has seen an id before needs
+        no more than the id: one list of integers is what an attempt's
+        hundreds of sites cost to read.
+        """
+        n = int(self._lib.tlsleak_malloc_sites_ids(self._ids, _SITES_MAX))
+        return self._ids[: min(n, _SITES_MAX)]
 
 
 _active: Interposer | None = None

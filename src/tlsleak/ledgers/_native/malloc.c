@@ -1033,3 +1033,56 @@ API int64_t tlsleak_malloc_sites(uint64_t *out, size_t cap, uint64_t *lost)
     *lost = __atomic_load_n(&sites_lost, __ATOMIC_RELAXED);
     return (int64_t)n;
 }
+
+/* libFuzzer's bucket of a hit count, 0 for one: 2, 3, 4-7, 8-15, 16-31, 32-127, 128+. */
+static uint64_t hit_bucket(uint64_t hits)
+{
+    if (hits < 2)
+        return 0;
+    if (hits < 4)
+        return hits;
+    if (hits < 32)
+        return (uint64_t)(64 - __builtin_clzll(hits)) + 1;
+    return hits < 128 ? 7 : 8;
+}
+
+/* Per-site totals while tlsleak_malloc_sites_ids() reads (the reading thread only). */
+static uint64_t total_site[SITES_CAP], total_hits[SITES_CAP];
+
+/*
+ * The same sites as tlsleak_malloc_sites(), in the same order, compactly: one
+ * integer each to `ids`, up to `cap` of them.  Its high 60 bits are the
+ * entry's key (the hash of (site, caller, depth) the table is keyed by: the
+ * same for the life of the process), its low 4 bits the hit_bucket() of all
+ * the allocations made at its site (over every caller and depth).  A fuzz
+ * worker reads this after every attempt and asks tlsleak_malloc_sites() for
+ * the full quadruples only when an id is new to it: an attempt's hundreds of
+ * sites cost Python one list of integers, and no loop of its own.
+ */
+API int64_t tlsleak_malloc_sites_ids(uint64_t *ids, size_t cap)
+{
+    uint64_t n = __atomic_load_n(&sites_len, __ATOMIC_ACQUIRE);
+    if (n > SITES_MAX)
+        n = SITES_MAX;
+    if (n > cap)
+        n = cap;
+    memset(total_site, 0, sizeof total_site);
+    uint64_t *slot_of = ids; /* each entry's slot in the totals, until the ids replace it */
+    for (uint64_t i = 0; i < n; i++) {
+        const site_entry *e = &site_table[site_used[i]];
+        size_t j = (size_t)((e->site * 0x9E3779B97F4A7C15ULL) >> 40) & (SITES_CAP - 1);
+        while (total_site[j] != 0 && total_site[j] != e->site)
+            j = (j + 1) & (SITES_CAP - 1);
+        if (total_site[j] == 0) {
+            total_site[j] = e->site;
+            total_hits[j] = 0;
+        }
+        total_hits[j] += __atomic_load_n(&e->hits, __ATOMIC_RELAXED);
+        slot_of[i] = j;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        const site_entry *e = &site_table[site_used[i]];
+        ids[i] = (e->key & ~(uint64_t)0xF) | hit_bucket(total_hits[slot_of[i]]);
+    }
+    return (int64_t)n;
+}
