@@ -119,12 +119,18 @@ def build(folder: Path) -> Path:
     return out
 
 
-def campaigns(target: str, folder: Path, seconds: float, seed: int) -> dict[str, dict[str, int]]:
+def campaigns(
+    target: str,
+    folder: Path,
+    seconds: float,
+    seed: int,
+    variants: dict[str, tuple[dict[str, str], list[str]]],
+) -> dict[str, dict[str, int]]:
     """Run every variant at once; the last stats line of each."""
     tlsleak = shutil.which("tlsleak", path=os.path.dirname(sys.executable)) or "tlsleak"
     running = {}
-    for name, (env, flags) in VARIANTS.items():
-        out = folder / name.replace(" ", "-")
+    for name, (env, flags) in variants.items():
+        out = folder / "".join(c if c.isalnum() else "-" for c in name)
         (out / "corpus").mkdir(parents=True)
         command = [tlsleak, "fuzz", target, "--out", str(out), "--corpus", str(out / "corpus")]
         command += ["--time", str(seconds), "--seed", str(seed), "--minimize-budget", "0", *flags]
@@ -175,6 +181,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cost", action="store_true", help="ms per attempt, not campaigns")
     parser.add_argument("--runs", type=int, default=1500, help="inputs per --cost child (1500)")
+    parser.add_argument(
+        "--families",
+        action="append",
+        default=[],
+        metavar="LIST",
+        help="one more site-guided campaign feeding only these site feature families "
+        "(TLSLEAK_FUZZ_SITE_FAMILIES: site,caller,depth,hits); repeatable",
+    )
+    parser.add_argument("--no-plain", action="store_true", help="leave out the plain campaign")
     args = parser.parse_args(argv)
     if args.cost:
         cost(args.runs, args.seed)
@@ -186,13 +201,23 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"seed {args.seed}, empty corpus, side by side:",
             flush=True,
         )
-        results = campaigns(target, Path(tmp), args.seconds, args.seed)
-    print(f"  {'':12}" + "".join(f"{f:>13}" for f in FIGURES))
+        variants = dict(VARIANTS)
+        if args.no_plain:
+            del variants["plain"]
+        for families in args.families:
+            env = {"TLSLEAK_FUZZ_SITES": "on", "TLSLEAK_FUZZ_SITE_FAMILIES": families}
+            variants[f"sites[{families}]"] = (env, [])
+        results = campaigns(target, Path(tmp), args.seconds, args.seed, variants)
+    width = max(12, *map(len, results))
+    print(f"  {'':{width}}" + "".join(f"{f:>13}" for f in FIGURES))
     for name, stats in results.items():
-        print(f"  {name:12}" + "".join(f"{stats.get(f, 0):>13,}" for f in FIGURES))
-    sites, pairs = results["sites"]["alloc_paths"], results["error pairs"]["alloc_paths"]
-    ratio = f"{sites / pairs:.2f}x" if pairs else "inf"
-    print(f"paths: site guidance {sites:,} vs error-pair guidance {pairs:,}: {ratio} (goal >= 5x)")
+        print(f"  {name:{width}}" + "".join(f"{stats.get(f, 0):>13,}" for f in FIGURES))
+    pairs = results["error pairs"]["alloc_paths"]
+    for name, stats in results.items():
+        if name.startswith("sites"):
+            sites = stats["alloc_paths"]
+            ratio = f"{sites / pairs:.2f}x" if pairs else "inf"
+            print(f"paths: {name} {sites:,} vs error pairs {pairs:,}: {ratio} (goal >= 5x)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from tlsleak.cases.case import InitCase
 from tlsleak.check.oracle import Verdict
 from tlsleak.fuzz.campaign import Campaign, CampaignOptions
 from tlsleak.fuzz.guidance import (
+    FAMILIES_VARIABLE,
     SITES_VARIABLE,
     Site,
     SiteRecorder,
@@ -32,6 +33,7 @@ from tlsleak.fuzz.guidance import (
     is_alloc_path,
     is_alloc_site,
     is_error_pair,
+    site_family,
     site_recorder,
 )
 from tlsleak.fuzz.progress import status_line
@@ -232,3 +234,37 @@ def test_a_short_campaign_counts_sites_and_paths(
     last = json.loads((tmp_path / "out" / "stats.jsonl").read_text().splitlines()[-1])
     assert last["alloc_sites"] == status.alloc_sites
     assert last["alloc_paths"] == status.alloc_paths
+
+
+def test_site_features_belong_to_one_family_each() -> None:
+    sites = [Site("lib.so+0x10", "a.so+0x1", 2, 3)]
+    families = {f: site_family(f) for f in features(_verdict(), sites) if is_alloc_site(f)}
+    assert families == {
+        "site init lib.so+0x10": "site",
+        "site init lib.so+0x10 < a.so+0x1": "caller",
+        "site init lib.so+0x10 @2": "depth",
+        "site init lib.so+0x10 #3": "hits",
+    }
+
+
+def test_only_the_asked_families_are_fed() -> None:
+    found = features(_verdict(), [Site("lib.so+0x10", "a.so+0x1", 2, 3)])
+    recorder = SiteRecorder.__new__(SiteRecorder)  # fed() needs no interposer
+    recorder.families = frozenset({"site", "hits"})
+    recorder.feed = True
+    fed = set(recorder.fed(found))
+    assert {f for f in fed if is_alloc_site(f)} == {
+        "site init lib.so+0x10",
+        "site init lib.so+0x10 #3",
+    }
+    assert {f for f in found if not is_alloc_site(f) and not is_alloc_path(f)} <= fed
+    recorder.families = frozenset({"caller"})  # classifies again
+    assert {f for f in recorder.fed(found) if is_alloc_site(f)} == {
+        "site init lib.so+0x10 < a.so+0x1"
+    }
+
+
+def test_a_bad_family_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(FAMILIES_VARIABLE, "site,stack")
+    with pytest.raises(ValueError, match="stack"):
+        site_recorder()

@@ -73,8 +73,10 @@ from tlsleak.ledgers.interposer import OTHER_THREAD, Interposer, interposer, is_
 from tlsleak.ledgers.shim import SHIM_NAME
 
 __all__ = [
+    "FAMILIES_VARIABLE",
     "POOL_SIZE",
     "SITES_VARIABLE",
+    "SITE_FAMILIES",
     "AttemptSites",
     "Feature",
     "FeatureCounters",
@@ -87,6 +89,7 @@ __all__ = [
     "is_alloc_path",
     "is_alloc_site",
     "is_error_pair",
+    "site_family",
     "site_recorder",
 ]
 
@@ -108,6 +111,13 @@ _PATH: Final = "path"
 #: ``off`` (do not record them: no cost, no site features).
 SITES_VARIABLE: Final = "TLSLEAK_FUZZ_SITES"
 _SITE_MODES: Final = ("on", "count", "off")
+
+#: Environment variable: which site feature families guide libFuzzer, comma
+#: separated, of :data:`SITE_FAMILIES` (default all of them).  The rest are
+#: still recorded and counted.  For comparisons (``bench/bench_guidance.py``).
+FAMILIES_VARIABLE: Final = "TLSLEAK_FUZZ_SITE_FAMILIES"
+#: A site alone, with its caller, at its depth, with its hit bucket.
+SITE_FAMILIES: Final = ("site", "caller", "depth", "hits")
 
 
 class Site(NamedTuple):
@@ -353,8 +363,13 @@ class SiteRecorder:
     addresses but give out names only: features stay the same in every process.
     """
 
-    def __init__(self, heap: Interposer, *, feed: bool = True) -> None:
+    _families: frozenset[str] = frozenset(SITE_FAMILIES)
+
+    def __init__(
+        self, heap: Interposer, *, feed: bool = True, families: Iterable[str] = SITE_FAMILIES
+    ) -> None:
         self._heap = heap
+        self.families = frozenset(families)
         self.feed = feed
         self._names: dict[int, str | None] = {}
         #: id >> 4 (the entry's key) -> (name, caller, depth) and site address.
@@ -380,7 +395,20 @@ class SiteRecorder:
     @feed.setter
     def feed(self, feed: bool) -> None:
         self._feed = feed
-        # fed()'s verdict on each feature seen so far, which depends on feed.
+        self._forget_fed()
+
+    @property
+    def families(self) -> frozenset[str]:
+        """The site feature families fed when :attr:`feed` (:data:`FAMILIES_VARIABLE`)."""
+        return self._families
+
+    @families.setter
+    def families(self, families: frozenset[str]) -> None:
+        self._families = families
+        self._forget_fed()
+
+    def _forget_fed(self) -> None:
+        # fed()'s verdict on each feature seen so far, which depends on both.
         self._classified: set[Feature] = set()
         self._unfed: set[Feature] = set()
 
@@ -479,10 +507,25 @@ class SiteRecorder:
         new = found.difference(self._classified)
         if new:
             self._classified.update(new)
-            self._unfed.update(
-                f for f in new if is_alloc_path(f) or (not self._feed and is_alloc_site(f))
-            )
+            self._unfed.update(f for f in new if not self._fed(f))
         return found.difference(self._unfed)
+
+    def _fed(self, feature: Feature) -> bool:
+        if is_alloc_path(feature):
+            return self._feed and "path" in self._families
+        if not is_alloc_site(feature):
+            return True
+        return self._feed and site_family(feature) in self.families
+
+
+def site_family(feature: Feature) -> str:
+    """Which of :data:`SITE_FAMILIES` a site feature is."""
+    last = feature.rpartition(" ")[2]
+    if last[:1] == "@":
+        return "depth"
+    if last[:1] == "#":
+        return "hits"
+    return "caller" if " < " in feature else "site"
 
 
 def _site_features(
@@ -503,11 +546,18 @@ def _site_features(
 def site_recorder() -> SiteRecorder | None:
     """A recorder for this process, or None: the interposer is not preloaded, or sites are off.
 
-    :class:`ValueError` for a value of :data:`SITES_VARIABLE` that is not a mode.
+    :class:`ValueError` for a value of :data:`SITES_VARIABLE` that is not a mode, or of
+    :data:`FAMILIES_VARIABLE` that names something else than :data:`SITE_FAMILIES`.
     """
     mode = os.environ.get(SITES_VARIABLE, "") or "on"
     if mode not in _SITE_MODES:
         raise ValueError(f"{SITES_VARIABLE} must be one of {', '.join(_SITE_MODES)}, not {mode!r}")
+    families = [f.strip() for f in os.environ.get(FAMILIES_VARIABLE, "").split(",") if f.strip()]
+    unknown = sorted(set(families) - set(SITE_FAMILIES) - {"path"})
+    if unknown:
+        raise ValueError(
+            f"{FAMILIES_VARIABLE} takes {', '.join(SITE_FAMILIES)}, not {', '.join(unknown)}"
+        )
     if mode == "off" or not is_interposing():
         return None
-    return SiteRecorder(interposer(), feed=mode == "on")
+    return SiteRecorder(interposer(), feed=mode == "on", families=families or SITE_FAMILIES)
