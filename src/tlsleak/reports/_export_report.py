@@ -1,0 +1,199 @@
+"""``REPORT.md`` of an export: a stored finding told the way an upstream issue reads.
+
+What went wrong and how much per attempt, where (the caller, the first block
+lost, the stack without tlsleak's own driving frames, the allocation sites),
+the input as files, how to run the standalone reproducer, what it prints,
+and for an allocation-failure finding, that the reproducer can't make the
+allocation fail.  Rendering only: nothing here reads or writes files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from tlsleak._version import __version__
+from tlsleak.check.findings import LibraryRecord, StoredFinding
+from tlsleak.check.oracle import Finding, FindingKind
+
+__all__ = ["report"]
+
+#: Stack frames shown; tlsleak's own frames that drove the attempt are left out.
+_FRAMES: Final = 12
+_DRIVER_FRAMES: Final = ("tlsleak/check/", "tlsleak/fuzz/", "tlsleak/cli/", "<frozen ")
+
+_NEEDS: Final = {
+    "control": "Python 3 with `cryptography` (the script calls its OpenSSL binding)",
+    "pyopenssl": "Python 3 with `pyOpenSSL`",
+    "ssl": "Python 3 (the standard `ssl` module)",
+    "callable": "Python 3 and the module under test (run it where that module imports)",
+}
+
+_PY_OUTPUT: Final = """\
+target: {target} ({mode} mode)
+outcome: {outcome}
+growth since the warm-up (rss and heap in bytes; heap = mallinfo2 in use):
+round  attempts          rss         heap   fds    heap/1000     rss/1000  fds/1000
+    1      1000    +NNNNNNNN    +NNNNNNNN    +0    +NNNNNNNN    +NNNNNNNN      +0.0
+  ...
+"""
+
+_C_OUTPUT: Final = """\
+library: {target} ({mode} mode)
+outcome: returned N: <tls_last_error()>
+growth since the warm-up (heap = mallinfo2 bytes in use; blocks = live mallocs):
+round  attempts         heap    blocks    heap/1000 blocks/1000
+    1      1000    +NNNNNNNN    +NNNNN    +NNNNNNNN     +NNNNN
+  ...
+"""
+
+
+def report(
+    stored: StoredFinding,
+    kind: str,
+    title: str,
+    library: LibraryRecord | None,
+    names: Mapping[str, str],
+) -> str:
+    """The Markdown text of REPORT.md; ``names`` maps case fields to the files holding them."""
+    finding = stored.finding
+    parts = [
+        f"# {title}\n",
+        f"Found by tlsleak {__version__} (finding `{stored.folder.name}`).\n",
+        _what(finding),
+        _where(finding),
+        _input(stored, kind, names),
+        _run(stored, kind, library),
+    ]
+    if finding.fail_at is not None:
+        parts.append(_fail_point(stored))
+    return "\n".join(part for part in parts if part)
+
+
+def _what(finding: Finding) -> str:
+    lines = ["## What happens\n"]
+    lines.append(f"- kind: **{finding.kind}**; the attempt: {finding.outcome.describe()}")
+    if finding.delta:
+        lines.append(f"- growth per attempt (confirmed on {finding.replays} replays):")
+        lines += [f"  - `{name}`: {value:+d}" for name, value in finding.delta.items()]
+    if finding.errors_left:
+        left = "; ".join(str(e) for e in finding.errors_left)
+        lines.append(f"- left on OpenSSL's error queue: {left}")
+    lines.append(f"- signature: `{finding.signature}`")
+    if finding.kind in (FindingKind.LEAK, FindingKind.CYCLE):
+        lines.append(
+            "\nThe counts are tlsleak's: typed OpenSSL objects, heap blocks and bytes, "
+            "file descriptors live after each attempt, against a baseline."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _where(finding: Finding) -> str:
+    lines = []
+    if finding.caller:
+        lines.append(f"- caller (the init path's own line that made it): `{finding.caller}`")
+    if finding.root_site:
+        lines.append(f"- first block lost was allocated at `{finding.root_site}`")
+    for site in finding.sites[:5]:
+        lines.append(f"- allocation site: `{site}`")
+    frames = [f for f in finding.stack if not f.startswith(_DRIVER_FRAMES)]
+    if frames:
+        lines.append("- stack of the first thing lost, innermost first:\n")
+        lines += ["  ```", *(f"  {f}" for f in frames[:_FRAMES]), "  ```"]
+    return "## Where\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _input(stored: StoredFinding, kind: str, names: Mapping[str, str]) -> str:
+    case = stored.reproducer
+    lines = ["## The input\n", f"Mode: {case.mode.value}.", ""]
+    if names:
+        lines += ["| file | bytes | what |", "| --- | --- | --- |"]
+        for field, name in names.items():
+            data: bytes = getattr(case, field)
+            lines.append(f"| `{name}` | {len(data)} | {field.replace('_', ' ')} |")
+        lines.append("")
+    else:
+        lines.append("Every blob is empty (nothing configured).\n")
+    if case.labels:
+        lines.append(f"tlsleak's defect labels: {', '.join(case.labels)}.\n")
+    if kind == "c" and (case.password or case.server_name):
+        lines.append(
+            "The case also had a password or server name, which the C ABI does not "
+            "carry: not written.\n"
+        )
+    if case.key:
+        lines.append(
+            f"**`{names['key']}` is a private key (test material, made by tlsleak): keep the "
+            "folder private (it is 0700, its files 0600) and delete it when done.**"
+        )
+    else:
+        lines.append("The input has no key; the folder is private (0700, files 0600) anyway.")
+    return "\n".join(lines) + "\n"
+
+
+def _run(stored: StoredFinding, kind: str, library: LibraryRecord | None) -> str:
+    finding, mode = stored.finding, stored.reproducer.mode.value
+    if library is not None:
+        how = [
+            "Needs a C compiler and glibc 2.33 or later (`mallinfo2`); tlsleak is not needed.\n",
+            "```sh",
+            "make    # or: cc -O1 -Wall -rdynamic -o reproduce reproduce.c -ldl",
+            "./reproduce [LIBRARY [ROUNDS [ATTEMPTS]]]",
+            "```\n",
+            f"LIBRARY defaults to `{library.path}`, where the finding was made"
+            + (f" (sha256 `{library.sha256[:12]}`)." if library.sha256 else "."),
+            f"The driver calls its `{library.symbol}()` (docs: tlsleak's c-abi.md) on the blobs, "
+            "which it holds as arrays, 200 times to warm up, then ATTEMPTS (1000) times per "
+            "round. Expected output:\n",
+            "```",
+            _C_OUTPUT.format(target=library.path, mode=mode).rstrip(),
+            "```",
+        ]
+        measure = "`heap` and `blocks`"
+    else:
+        how = [
+            f"Needs {_NEEDS[kind]}; tlsleak is not needed.\n",
+            "```sh",
+            "python3 reproduce.py [--rounds 5] [--attempts 1000] [--warmup 200]",
+            "```\n",
+            "The script holds the init path and runs it on the files here. Expected output:\n",
+            "```",
+            _PY_OUTPUT.format(
+                target=finding.target, mode=mode, outcome=_expected_outcome(finding)
+            ).rstrip(),
+            "```",
+        ]
+        measure = "`heap` and `rss`"
+    tail = (
+        f"\nWith the leak, {measure} grow every round, by about the per-attempt growth "
+        "above times 1000 per 1000 attempts (`heap/1000`); once fixed, they stay near zero."
+        if finding.kind in (FindingKind.LEAK, FindingKind.CYCLE)
+        else f"\nA {finding.kind} finding is not a leak: the outcome line (or the process "
+        "ending) shows it; the growth columns show nothing in particular."
+    )
+    return "## Reproduce\n\n" + "\n".join(how) + "\n" + tail + "\n"
+
+
+def _expected_outcome(finding: Finding) -> str:
+    if finding.outcome.step is None:
+        return "accepted"
+    return f"<how the path refused the input: step {finding.outcome.step} failed>"
+
+
+def _fail_point(stored: StoredFinding) -> str:
+    point, finding = stored.fail_point, stored.finding
+    where = (
+        f"allocation number {point.fail_at}, counted after a warm-up run that made "
+        f"{point.warmup_allocations}"
+        if point is not None
+        else f"allocation number {finding.fail_at}"
+    )
+    return (
+        "## Allocation failure needed\n\n"
+        f"This finding appears only when one allocation fails: {where} of the attempt. "
+        "The standalone reproducer can't make an allocation fail, so it runs the path with "
+        "every allocation succeeding and will not show it. Reproduce it with an "
+        "allocation-failure injector (a malloc wrapper that returns NULL at that count), or "
+        f"with `tlsleak replay {stored.folder.name}`. The blobs are still the ones that reach "
+        "that allocation.\n"
+    )

@@ -1,0 +1,220 @@
+"""``tlsleak export``: the exported reproducers show the planted leaks *without tlsleak*.
+
+Positive controls: a finding that ``tlsleak check`` stored for ``control-leaky``
+and for the leaky C control is exported, and the exported ``reproduce.py`` run
+by an interpreter that cannot import tlsleak, and ``reproduce.c`` compiled and
+run, print growth that is positive and grows every round.  Negative controls:
+the same export for ``control-fixed``, and the same C driver run on the fixed
+C control, stay flat.  Bad input is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tlsleak.cases.case import InitCase
+from tlsleak.cases.files import write_case
+from tlsleak.cli import main
+
+#: Small rounds: a leaky attempt loses tens of KB, and the machine is shared.
+ROUNDS, ATTEMPTS = 3, 400
+#: The modules the exported scripts import besides the standard library.
+STACK_MODULES = ("cryptography", "OpenSSL", "cffi", "_cffi_backend", "typing_extensions")
+
+
+def _check_and_export(
+    tmp_path: Path, target: str, case: InitCase, capsys: pytest.CaptureFixture[str]
+) -> Path:
+    """Run ``tlsleak check TARGET`` on ``case``, export the one finding; the export folder."""
+    write_case(tmp_path / "cases", case)
+    out = tmp_path / "out"
+    assert main(["check", target, str(tmp_path / "cases"), "--out", str(out)]) == 1
+    capsys.readouterr()
+    (folder,) = (out / "findings").iterdir()
+    into = tmp_path / "export"
+    assert main(["export", str(folder), "--into", str(into)]) == 0
+    assert capsys.readouterr().out.startswith(f"{into}: ")
+    return into
+
+
+Interpreter = tuple[list[str], dict[str, str]]
+
+
+@pytest.fixture(scope="module")
+def plain_python(tmp_path_factory: pytest.TempPathFactory) -> Interpreter:
+    """An interpreter command that has cryptography and pyOpenSSL but cannot import tlsleak.
+
+    This interpreter without its site-packages (``-S``, where the editable
+    install puts tlsleak), with a folder of links to the stack's packages only.
+    """
+    farm = tmp_path_factory.mktemp("site")
+    for name in STACK_MODULES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        where = spec.submodule_search_locations
+        origin = Path(where[0]) if where else Path(spec.origin)
+        (farm / origin.name).symlink_to(origin)
+    command = [sys.executable, "-S"]
+    env = {"PYTHONPATH": str(farm), "PATH": os.environ.get("PATH", "")}
+    probe = subprocess.run([*command, "-c", "import tlsleak"], env=env, capture_output=True)
+    assert probe.returncode != 0
+    assert b"No module named 'tlsleak'" in probe.stderr
+    return command, env
+
+
+def _run_script(python: Interpreter, script: Path) -> str:
+    command, env = python
+    argv = [*command, str(script), "--rounds", str(ROUNDS), "--attempts", str(ATTEMPTS)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _rows(output: str) -> list[list[int]]:
+    """The numbers of each round's row (round, attempts, then the growth columns)."""
+    rows = []
+    for line in output.splitlines():
+        words = line.split()
+        if words and words[0].isdigit():
+            rows.append([int(float(w)) for w in words])
+    assert [r[0] for r in rows] == list(range(1, ROUNDS + 1)), output
+    return rows
+
+
+def _grows(column: list[int], per_round: int) -> bool:
+    return all(b - a >= per_round for a, b in zip([0, *column], column, strict=False))
+
+
+def test_the_exported_control_leaky_script_shows_the_leak_without_tlsleak(
+    tmp_path: Path,
+    bad_cert_case: InitCase,
+    plain_python: Interpreter,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    into = _check_and_export(tmp_path, "control-leaky", bad_cert_case, capsys)
+    output = _run_script(plain_python, into / "reproduce.py")
+    assert "outcome: rejected: certificate: cannot parse certificate" in output
+    rows = _rows(output)
+    # rss and heap (mallinfo2) grow by about an SSL_CTX and an SSL per attempt.
+    assert _grows([r[2] for r in rows], ATTEMPTS * 1000), output
+    assert _grows([r[3] for r in rows], ATTEMPTS * 1000), output
+    assert rows[-1][5] > 1_000_000  # heap per 1000 attempts: over a KB an attempt
+
+
+def test_the_same_export_for_control_fixed_stays_flat(
+    tmp_path: Path,
+    bad_cert_case: InitCase,
+    plain_python: Interpreter,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    into = _check_and_export(tmp_path, "control-leaky", bad_cert_case, capsys)
+    (folder,) = (tmp_path / "out" / "findings").iterdir()
+    data = json.loads((folder / "finding.json").read_text())
+    (folder / "finding.json").write_text(json.dumps({**data, "target": "control-fixed"}))
+    assert main(["export", str(folder), "--into", str(into), "--force"]) == 0
+    assert "LEAKY = False" in (into / "reproduce.py").read_text()
+    rows = _rows(_run_script(plain_python, into / "reproduce.py"))
+    assert abs(rows[-1][3]) < 100_000  # what one leaky attempt loses, for all of them
+
+
+@pytest.mark.skipif(
+    not Path("/usr/bin/python3").is_file(), reason="no system Python at /usr/bin/python3"
+)
+def test_the_system_python_without_tlsleak_shows_the_leak_too(
+    tmp_path: Path, bad_cert_case: InitCase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    command = ["/usr/bin/python3", "-I"]
+    probe = subprocess.run([*command, "-c", "import tlsleak"], capture_output=True, check=False)
+    has_binding = subprocess.run(
+        [*command, "-c", "import cryptography.hazmat.bindings.openssl.binding"], check=False
+    )
+    if probe.returncode == 0 or has_binding.returncode != 0:
+        pytest.skip("the system Python has tlsleak, or lacks cryptography")
+    into = _check_and_export(tmp_path, "control-leaky", bad_cert_case, capsys)
+    argv = [*command, str(into / "reproduce.py"), "--rounds", str(ROUNDS)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
+    assert _grows([r[3] for r in _rows(done.stdout)], 1000 * 1000), done.stdout
+
+
+# --- the C driver ---------------------------------------------------------------------
+
+
+def _build_driver(into: Path) -> Path:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed")
+    # The build command REPORT.md and the Makefile give, with warnings as errors.
+    command = [gcc, "-O1", "-Wall", "-Werror", "-rdynamic", "-o", "reproduce", "reproduce.c"]
+    subprocess.run([*command, "-ldl"], cwd=into, check=True, capture_output=True)
+    return into / "reproduce"
+
+
+def _run_driver(driver: Path, *args: str) -> str:
+    argv = [str(driver), *args, str(ROUNDS), str(ATTEMPTS)] if args else [str(driver)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_exported_c_driver_shows_the_leaky_control_and_not_the_fixed_one(
+    tmp_path: Path,
+    bad_cert_case: InitCase,
+    c_controls: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    leaky = c_controls["leaky"]
+    into = _check_and_export(tmp_path, f"c:{leaky}", bad_cert_case, capsys)
+    assert f'"{leaky}"' in (into / "reproduce.c").read_text()  # the default library
+    assert "-rdynamic -o reproduce reproduce.c -ldl" in (into / "REPORT.md").read_text()
+    driver = _build_driver(into)
+    output = _run_driver(driver, str(leaky))
+    assert "outcome: returned 1: certificate: cannot parse certificate" in output
+    rows = _rows(output)
+    assert _grows([r[2] for r in rows], ATTEMPTS * 1000), output  # mallinfo2 bytes in use
+    assert _grows([r[3] for r in rows], ATTEMPTS * 10), output  # live malloc blocks
+    fixed = _rows(_run_driver(driver, str(c_controls["fixed"])))
+    assert abs(fixed[-1][2]) < 100_000
+    assert abs(fixed[-1][3]) < 100
+    # With no argument it loads the library the finding was made in.
+    assert _grows([r[3] for r in _rows(_run_driver(driver, ""))], ATTEMPTS * 10)
+
+
+# --- bad input ------------------------------------------------------------------------
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith("tlsleak: error: "), err
+    return err
+
+
+def test_bad_input_is_one_line_and_exit_status_2(
+    tmp_path: Path, bad_cert_case: InitCase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    into = _check_and_export(tmp_path, "control-leaky", bad_cert_case, capsys)
+    (folder,) = (tmp_path / "out" / "findings").iterdir()
+    other = str(tmp_path / "other")
+    assert "not a finding folder" in _one_line_error(
+        capsys, ["export", str(tmp_path), "--into", other]
+    )
+    missing = str(tmp_path / "missing")
+    assert "no such folder" in _one_line_error(capsys, ["export", missing, "--into", other])
+    assert "not empty" in _one_line_error(capsys, ["export", str(folder), "--into", str(into)])
+    (tmp_path / "file").write_text("x")
+    bad_dir = str(tmp_path / "file" / "export")
+    assert "cannot write" in _one_line_error(capsys, ["export", str(folder), "--into", bad_dir])
+    (folder / "finding.json").write_text("{not json")
+    assert "not valid JSON" in _one_line_error(capsys, ["export", str(folder), "--into", other])
+    assert "--into" in _one_line_error(capsys, ["export", str(folder)])
+    assert not Path(other).exists()

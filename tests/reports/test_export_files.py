@@ -1,0 +1,221 @@
+"""``tlsleak export``'s files: what goes in an export, and how the folder is written.
+
+These render and write only; ``tests/cli/test_export_cli.py`` runs the exported
+reproducers without tlsleak.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from tlsleak.cases.case import InitCase, Mode
+from tlsleak.check.findings import FailPoint, FindingError, FindingStore, load_stored
+from tlsleak.check.oracle import Finding, FindingKind
+from tlsleak.reports.export import MARKER, ExportError, blob_files, export_finding, render
+from tlsleak.targets.base import Outcome, Status
+
+PEM_CERT = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+KEY = b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
+STACK = (
+    "tlsleak/targets/control.py:133 (_init)",
+    "tlsleak/targets/control.py:185 (ControlTarget.run)",
+    "tlsleak/check/oracle.py:211 (Oracle._attempt)",
+    "<frozen runpy>:88 (_run_code)",
+)
+
+
+def _stored(
+    tmp_path: Path,
+    target: str = "control-leaky",
+    case: InitCase | None = None,
+    *,
+    fail_point: FailPoint | None = None,
+) -> Path:
+    """A finding folder as check stores it, for a leak on ``target``."""
+    case = case or InitCase(mode=Mode.CLIENT, cert=b"\x30\x03", key=KEY, password=b"pw")
+    finding = Finding(
+        FindingKind.LEAK,
+        target,
+        case,
+        Outcome(Status.REJECTED, "certificate", (), "cannot parse certificate"),
+        delta={"SSL_CTX": 1, "SSL": 1, "heap.bytes": 29986},
+        replays=3,
+        caller=STACK[0],
+        stack=STACK,
+    )
+    folder, created = FindingStore(tmp_path / "findings").add(finding, case, fail_point=fail_point)
+    assert created
+    return folder
+
+
+def _imports(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.partition(".")[0])
+    return names
+
+
+def test_a_control_leak_exports_blobs_a_script_without_tlsleak_and_a_report(
+    tmp_path: Path,
+) -> None:
+    files = render(load_stored(_stored(tmp_path)))
+    assert set(files) == {
+        "cert.der", "key.pem", "password", "reproduce.py", "REPORT.md", MARKER
+    }  # fmt: skip
+    assert files["key.pem"] == KEY
+    assert files["password"] == b"pw"
+    script = files["reproduce.py"].decode()
+    assert "tlsleak" not in _imports(script)
+    assert {"cryptography", "ctypes"} <= _imports(script)
+    assert "LEAKY = True" in script
+    assert "mode=Mode.CLIENT" in script
+    report = files["REPORT.md"].decode()
+    assert report.startswith("# leak in control-leaky: SSL_CTX +1, SSL +1, heap.bytes +29986")
+    for text in ("control-leaky | leak | SSL, SSL_CTX", STACK[0], STACK[1], "python3 reproduce"):
+        assert text in report
+    # tlsleak's own frames that drove the attempt mean nothing upstream.
+    assert "oracle.py" not in report
+    assert "<frozen" not in report
+    assert "`key.pem` is a private key" in report
+    assert "Allocation failure" not in report
+
+
+@pytest.mark.parametrize(
+    ("target", "imported"),
+    [
+        ("control-fixed", "cryptography"),
+        ("pyopenssl", "OpenSSL"),
+        ("ssl", "ssl"),
+        ("mylib.tls:Init.run", "importlib"),
+    ],
+)
+def test_every_python_target_kind_gives_a_script_that_compiles(
+    tmp_path: Path, target: str, imported: str
+) -> None:
+    script = render(load_stored(_stored(tmp_path, target)))["reproduce.py"].decode()
+    compile(script, "reproduce.py", "exec")
+    assert imported in _imports(script)
+    assert "tlsleak" not in _imports(script)
+    if target == "mylib.tls:Init.run":
+        assert "import_module('mylib.tls')" in script
+        assert "('Init', 'run')" in script
+
+
+def test_a_c_target_exports_a_driver_with_the_blobs_and_a_makefile(tmp_path: Path) -> None:
+    case = InitCase(ca=PEM_CERT, cert=b"\x30\x00", password=b"pw", server_name=b"h")
+    files = render(load_stored(_stored(tmp_path, "c:/opt/lib/libx.so:my_init", case)))
+    assert set(files) == {"ca.pem", "cert.der", "reproduce.c", "Makefile", "REPORT.md", MARKER}
+    driver = files["reproduce.c"].decode()
+    assert '"/opt/lib/libx.so"' in driver
+    assert 'dlsym(lib, "my_init")' in driver
+    assert "static const size_t CERT_LEN = 2;" in driver
+    assert "0x30, 0x00" in driver
+    assert "static const size_t KEY_LEN = 0;" in driver
+    assert "#define IS_CLIENT 0" in driver
+    report = files["REPORT.md"].decode()
+    assert report.startswith("# leak in libx.so (my_init):")
+    assert "the C ABI does not carry" in report
+    assert "mallinfo2" in report
+
+
+def test_an_allocation_failure_says_the_reproducer_cannot_inject_it(tmp_path: Path) -> None:
+    folder = _stored(tmp_path, fail_point=FailPoint(fail_at=41, warmup_allocations=300))
+    files = render(load_stored(folder))
+    report = files["REPORT.md"].decode()
+    assert "## Allocation failure needed" in report
+    assert "allocation number 41, counted after a warm-up run that made 300" in report
+    assert "can't make an allocation fail" in report
+    assert files["key.pem"] == KEY  # the blobs are exported all the same
+
+
+def test_blob_files_are_named_by_their_encoding_and_empty_ones_left_out() -> None:
+    case = InitCase(ca=b"junk -----BEGIN X", cert=b"\x30", server_name=b"a")
+    assert blob_files(case) == {
+        "ca.pem": ("ca", b"junk -----BEGIN X"),
+        "cert.der": ("cert", b"\x30"),
+        "server_name": ("server_name", b"a"),
+    }
+    assert set(blob_files(case, c_abi=True)) == {"ca.pem", "cert.der"}
+
+
+def test_an_unknown_target_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="no standalone template for target 'mbedtls'"):
+        render(load_stored(_stored(tmp_path, "mbedtls")))
+
+
+# --- writing ------------------------------------------------------------------
+
+
+def test_the_export_is_private_and_whole(tmp_path: Path) -> None:
+    into = tmp_path / "deep" / "export"
+    files = export_finding(_stored(tmp_path), into)
+    assert stat.S_IMODE(into.stat().st_mode) == 0o700
+    assert sorted(p.name for p in into.iterdir()) == sorted(files)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in into.iterdir())
+    assert (into / MARKER).read_text().split() == sorted(files)
+    assert not [p for p in into.parent.iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+def test_an_empty_folder_is_taken_and_a_non_empty_one_refused(tmp_path: Path) -> None:
+    folder = _stored(tmp_path)
+    (tmp_path / "empty").mkdir()
+    export_finding(folder, tmp_path / "empty")
+    assert (tmp_path / "empty" / "reproduce.py").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"exists and is not empty .*--force"):
+        export_finding(folder, mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_force_replaces_a_previous_export_and_never_the_users_files(tmp_path: Path) -> None:
+    folder = _stored(tmp_path)
+    into = tmp_path / "export"
+    export_finding(folder, into)
+    (into / "reproduce").write_bytes(b"a binary the maintainer built")
+    (into / "REPORT.md").write_text("stale")
+    export_finding(folder, into, force=True)
+    assert (into / "REPORT.md").read_text().startswith("# leak")
+    assert not (into / "reproduce").exists()
+    (into / "notes.txt").write_text("keep me")
+    with pytest.raises(ExportError, match=r"not a tlsleak export \(notes.txt\)"):
+        export_finding(folder, into, force=True)
+    assert (into / "notes.txt").read_text() == "keep me"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a").write_text("x")
+    with pytest.raises(ExportError, match="not a tlsleak export"):
+        export_finding(folder, other, force=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_destination_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    folder = _stored(tmp_path)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ExportError, match="file: exists and is not a folder"):
+        export_finding(folder, tmp_path / "file")
+    with pytest.raises(ExportError, match=r"cannot write: .*file is not a folder"):
+        export_finding(folder, tmp_path / "file" / "export")
+
+
+def test_a_folder_that_is_not_a_finding_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(FindingError, match="not a finding folder"):
+        export_finding(tmp_path, tmp_path / "export")
+    folder = _stored(tmp_path)
+    data = json.loads((folder / "finding.json").read_text())
+    del data["outcome"]
+    (folder / "finding.json").write_text(json.dumps(data))
+    with pytest.raises(FindingError, match="not a finding"):
+        export_finding(folder, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
