@@ -10,6 +10,7 @@ The interposer works only preloaded, so attempts run in a child process.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.check.oracle import Verdict
+from tlsleak.fuzz import guidance
 from tlsleak.fuzz.campaign import Campaign, CampaignOptions
 from tlsleak.fuzz.guidance import (
     FAMILIES_VARIABLE,
@@ -268,3 +270,71 @@ def test_a_bad_family_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(FAMILIES_VARIABLE, "site,stack")
     with pytest.raises(ValueError, match="stack"):
         site_recorder()
+
+
+class _FakeHeap:
+    """The sites API of an interposer, replaying made-up attempts (no preload needed)."""
+
+    def __init__(self) -> None:
+        self.raw: list[tuple[int, int, int, int]] = []
+        self.ids: list[int] = []
+
+    def sites_wrap(self, start: int, size: int = 0) -> bool:
+        return False
+
+    def sites_begin(self) -> None:
+        pass
+
+    def sites_end(self) -> None:
+        pass
+
+    def sites_ids(self) -> list[int]:
+        return list(self.ids)
+
+    def sites(self) -> tuple[list[tuple[int, int, int, int]], int]:
+        return list(self.raw), 0
+
+    def attempt(self, entries: list[tuple[int, int, int, int]]) -> None:
+        """(site, caller, depth, hits) entries, with ids made like malloc.c makes them."""
+        totals: dict[int, int] = {}
+        for site, _caller, _depth, hits in entries:
+            totals[site] = totals.get(site, 0) + hits
+        self.raw = entries
+        self.ids = [
+            (hash((s, c, d)) & 0xFFFFFFFFFFFFFFF) << 4
+            | (hit_bucket(totals[s]) if totals[s] > 1 else 0)
+            for s, c, d, _h in entries
+        ]
+
+
+def _code_addresses() -> list[int]:
+    libc = ctypes.CDLL(None)
+    return [ctypes.cast(getattr(libc, n), ctypes.c_void_p).value or 0 for n in ("qsort", "bsearch")]
+
+
+def test_cached_features_match_the_plain_form_and_the_memo_stays_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guidance, "_MEMO_SIZE", 4)
+    heap = _FakeHeap()
+    recorder = SiteRecorder(heap, feed=True)  # type: ignore[arg-type]
+    a, b = _code_addresses()
+    attempts = [
+        [(a + 1, 0, 1, 1)],
+        [(a + 1, b + 2, 1, 3), (a + 1, b + 2, 2, 1)],
+        [(a + 1, 0, 1, 1), (b + 5, 0, 3, 40)],
+    ]
+    seen: dict[int, frozenset[str]] = {}
+    for round_ in range(3):  # cold, then from the per-id caches and the memo
+        for i, entries in enumerate(attempts + [[(b + 7, 0, k, 1)] for k in range(5)]):
+            heap.attempt(entries)
+            recorder.begin()
+            sites = recorder.end()
+            found = features(_verdict(), sites)
+            assert found == features(_verdict(), list(sites)), (round_, i)
+            assert seen.setdefault(i, found) == found
+            assert len(recorder._memo) <= 4
+    assert seen[0] != seen[2]  # more sites: other features, another path
+    assert any(f.endswith(" #4") for f in seen[1])  # 3 + 1 allocations at one site
+    assert any(f.endswith(" #7") for f in seen[2])
+    assert not any(f.endswith(" #") or "0x7f" in f for f in seen[1])

@@ -188,8 +188,7 @@ def features(verdict: Verdict, sites: Iterable[Site] = ()) -> frozenset[Feature]
         found.add(f"{_ALLOCS} {step} {alloc_bucket(verdict.allocations)}")
     found.update(f"{_FINDING} {f.kind} {step}" for f in verdict.findings)
     if isinstance(sites, AttemptSites):
-        found.update(sites.features(step))
-        return frozenset(found)
+        return sites.features(step).union(found)
     names: dict[str, int] = {}
     for site in sites:
         names[site.name] = names.get(site.name, 0) + site.hits
@@ -322,6 +321,10 @@ def _mappings() -> list[tuple[int, int, str, str]]:
     return found
 
 
+#: Lists of ids whose features a recorder keeps whole (some 20 kB each).
+_MEMO_SIZE: Final = 512
+
+
 class AttemptSites:
     """The allocation sites of one attempt, as :meth:`SiteRecorder.end` read them.
 
@@ -332,11 +335,15 @@ class AttemptSites:
     until the next attempt begins.
     """
 
-    __slots__ = ("_recorder", "ids")
+    __slots__ = ("_memo", "_recorder", "ids")
 
-    def __init__(self, recorder: SiteRecorder, ids: list[int]) -> None:
+    def __init__(
+        self, recorder: SiteRecorder, ids: list[int], memo: dict[str, frozenset[Feature]]
+    ) -> None:
         self._recorder = recorder
         self.ids = ids
+        #: step -> the site features of this very list of ids (shared by equal lists).
+        self._memo = memo
 
     def __iter__(self) -> Iterator[Site]:
         return iter(self._recorder.named(self))
@@ -344,9 +351,12 @@ class AttemptSites:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def features(self, step: str) -> list[Feature]:
+    def features(self, step: str) -> frozenset[Feature]:
         """The site, hit-bucket and path features of this attempt at ``step``."""
-        return self._recorder.site_features(self, step)
+        found = self._memo.get(step)
+        if found is None:
+            found = self._memo[step] = frozenset(self._recorder.site_features(self, step))
+        return found
 
 
 class SiteRecorder:
@@ -380,6 +390,8 @@ class SiteRecorder:
         self._hashes: dict[int, int] = {}
         #: step -> id -> the site features of that id at that step.
         self._by_step: dict[str, dict[int, tuple[Feature, ...]]] = {}
+        #: A recent attempt's whole list of ids -> step -> its site features.
+        self._memo: dict[tuple[int, ...], dict[str, frozenset[Feature]]] = {}
         self._dladdr = ctypes.CDLL(None).dladdr
         self._dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
         self._dladdr.restype = ctypes.c_int
@@ -451,12 +463,23 @@ class SiteRecorder:
         self._heap.sites_begin()
 
     def end(self) -> AttemptSites:
-        """Stop recording; the sites recorded since :meth:`begin`."""
+        """Stop recording; the sites recorded since :meth:`begin`.
+
+        Most attempts repeat the very list of ids of an earlier one (the same
+        path through the same code): the features of the last
+        :data:`_MEMO_SIZE` lists are kept whole.
+        """
         self._heap.sites_end()
         ids = self._heap.sites_ids()
-        if not self._site_of.keys() >= set(ids):
-            self._learn(ids)
-        return AttemptSites(self, ids)
+        key = tuple(ids)
+        memo = self._memo.get(key)
+        if memo is None:
+            if not self._site_of.keys() >= set(ids):
+                self._learn(ids)
+            if len(self._memo) >= _MEMO_SIZE:  # the oldest goes
+                del self._memo[next(iter(self._memo))]
+            memo = self._memo[key] = {}
+        return AttemptSites(self, ids, memo)
 
     def _learn(self, ids: list[int]) -> None:
         """Name the ids of this attempt not seen before (the full quadruples, read once)."""
