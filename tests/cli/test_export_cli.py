@@ -22,7 +22,12 @@ import pytest
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import write_case
+from tlsleak.check.findings import FindingStore
+from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.cli import main
+from tlsleak.reports.export import export_finding
+from tlsleak.targets import resolve_target
+from tlsleak.targets.base import Outcome, Status
 
 #: Small rounds: a leaky attempt loses tens of KB, and the machine is shared.
 ROUNDS, ATTEMPTS = 3, 400
@@ -71,10 +76,12 @@ def plain_python(tmp_path_factory: pytest.TempPathFactory) -> Interpreter:
     return command, env
 
 
-def _run_script(python: Interpreter, script: Path) -> str:
+def _run_script(python: Interpreter, script: Path, *extra: str, cwd: Path | None = None) -> str:
     command, env = python
     argv = [*command, str(script), "--rounds", str(ROUNDS), "--attempts", str(ATTEMPTS)]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*argv, *extra], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -143,6 +150,54 @@ def test_the_system_python_without_tlsleak_shows_the_leak_too(
     argv = [*command, str(into / "reproduce.py"), "--rounds", str(ROUNDS)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=True)
     assert _grows([r[3] for r in _rows(done.stdout)], 1000 * 1000), done.stdout
+
+
+#: A user's own init path (pyOpenSSL), for the ``package.module:function`` template.
+USER_MODULE = """
+import warnings
+
+from OpenSSL import SSL, crypto
+
+warnings.simplefilter("ignore", DeprecationWarning)  # pyOpenSSL's X509 and PKey objects
+
+
+def init(case):
+    client = case.mode.value == "client"
+    ctx = SSL.Context(SSL.TLS_CLIENT_METHOD if client else SSL.TLS_SERVER_METHOD)
+    if case.cert:
+        ctx.use_certificate(crypto.load_certificate(crypto.FILETYPE_PEM, case.cert))
+    if case.key:
+        ctx.use_privatekey(crypto.load_privatekey(crypto.FILETYPE_PEM, case.key))
+"""
+
+
+@pytest.mark.parametrize("target", ["pyopenssl", "ssl", "control-fixed", "userinit:init"])
+def test_each_template_accepts_and_rejects_what_its_target_does(
+    tmp_path: Path,
+    target: str,
+    valid_client_case: InitCase,
+    bad_cert_case: InitCase,
+    bad_key_case: InitCase,
+    plain_python: Interpreter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The scripts run the target's init path: same verdict per case, and no growth."""
+    (tmp_path / "userinit.py").write_text(USER_MODULE)
+    monkeypatch.chdir(tmp_path)  # where the user's module imports, for tlsleak and the script
+    made = resolve_target(target)
+    for name, case in [
+        ("valid", valid_client_case),
+        ("cert", bad_cert_case),
+        ("key", bad_key_case),
+    ]:
+        finding = Finding(FindingKind.LEAK, target, case, Outcome(Status.ACCEPTED), delta={"x": 1})
+        folder, _ = FindingStore(tmp_path / "findings" / name).add(finding, case)
+        export_finding(folder, tmp_path / name)
+        script = tmp_path / name / "reproduce.py"
+        output = _run_script(plain_python, script, "--attempts", "100", cwd=tmp_path)
+        accepted = made.run(case).status is Status.ACCEPTED
+        assert ("outcome: accepted" in output) == accepted, (name, output)
+        assert abs(_rows(output)[-1][3]) < 100_000, (name, output)
 
 
 # --- the C driver ---------------------------------------------------------------------
