@@ -18,9 +18,20 @@ from tlsleak.check.oracle import Finding, FindingKind
 
 __all__ = ["report"]
 
-#: Stack frames shown; tlsleak's own frames that drove the attempt are left out.
+#: Stack frames shown at most.
 _FRAMES: Final = 12
-_DRIVER_FRAMES: Final = ("tlsleak/check/", "tlsleak/fuzz/", "tlsleak/cli/", "<frozen ")
+#: Frames of tlsleak's heap interposer, at the innermost end of a C stack.
+_SHIM_FRAMES: Final = ("libtlsleak_",)
+#: Frames of what drove the attempt (tlsleak, the interpreter, ctypes calling
+#: a C library): past the caller they mean nothing upstream.
+_DRIVER_FRAMES: Final = (
+    "tlsleak/",
+    "<frozen ",
+    "libffi",
+    "_ctypes",
+    "libpython",
+    "python3",
+)
 
 _NEEDS: Final = {
     "control": "Python 3 with `cryptography` (the script calls its OpenSSL binding)",
@@ -96,11 +107,29 @@ def _where(finding: Finding) -> str:
         lines.append(f"- first block lost was allocated at `{finding.root_site}`")
     for site in finding.sites[:5]:
         lines.append(f"- allocation site: `{site}`")
-    frames = [f for f in finding.stack if not f.startswith(_DRIVER_FRAMES)]
+    frames = _frames(finding)
     if frames:
         lines.append("- stack of the first thing lost, innermost first:\n")
         lines += ["  ```", *(f"  {f}" for f in frames[:_FRAMES]), "  ```"]
     return "## Where\n\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _frames(finding: Finding) -> list[str]:
+    """The stack of the first thing lost, innermost first, without tlsleak's frames.
+
+    The interposer's own frame goes; so does what called the init path: the
+    frames past the caller (the target's own line) from the first driver
+    frame on, or every driver frame when the caller is not in the stack.
+    """
+    frames = [f for f in finding.stack if not f.startswith(_SHIM_FRAMES)]
+    if finding.caller not in frames:
+        return [f for f in frames if not f.startswith(_DRIVER_FRAMES)][:_FRAMES]
+    cut = frames.index(finding.caller) + 1
+    for frame in frames[cut:]:
+        if frame.startswith(_DRIVER_FRAMES):
+            break
+        cut += 1
+    return frames[:cut][:_FRAMES]
 
 
 def _input(stored: StoredFinding, kind: str, names: Mapping[str, str]) -> str:
