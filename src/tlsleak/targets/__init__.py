@@ -41,6 +41,12 @@ def _ssl() -> Target:
     return StdlibSSLTarget()
 
 
+def _grpc() -> Target:
+    from tlsleak.targets.grpc_target import GrpcTarget
+
+    return GrpcTarget()
+
+
 def _control(leaky: bool) -> Callable[[], Target]:
     def make() -> Target:
         from tlsleak.targets.control import ControlTarget
@@ -76,6 +82,7 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "ssl": _ssl,
     "control-leaky": _control(True),
     "control-fixed": _control(False),
+    "grpc": _needs("grpc", "grpc", _grpc),
 }
 
 
