@@ -47,6 +47,12 @@ def _grpc() -> Target:
     return GrpcTarget()
 
 
+def _mbedtls() -> Target:
+    from tlsleak.targets.mbedtls import MbedTLSTarget
+
+    return MbedTLSTarget()
+
+
 def _control(leaky: bool) -> Callable[[], Target]:
     def make() -> Target:
         from tlsleak.targets.control import ControlTarget
@@ -82,6 +88,7 @@ TARGETS: dict[str, Callable[[], Target]] = {
     "ssl": _ssl,
     "control-leaky": _control(True),
     "control-fixed": _control(False),
+    "mbedtls": _needs("mbedtls", "mbedtls", _mbedtls),
     "grpc": _needs("grpc", "grpc", _grpc),
 }
 
