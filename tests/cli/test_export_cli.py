@@ -243,6 +243,29 @@ def test_the_exported_c_driver_shows_the_leaky_control_and_not_the_fixed_one(
     assert _grows([r[3] for r in _rows(_run_driver(driver, ""))], ATTEMPTS * 10)
 
 
+def test_the_c_driver_fails_the_allocation_an_allocation_failure_finding_needs(
+    tmp_path: Path, c_controls: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """control_sslnew.c leaks only when SSL_new runs out of memory: the driver makes it."""
+    write_case(tmp_path / "cases", InitCase())
+    out = str(tmp_path / "out")
+    argv = ["check", f"c:{c_controls['sslnew']}", str(tmp_path / "cases"), "--fail-alloc"]
+    assert main([*argv, "--out", out, "--minimize-budget", "0"]) == 1
+    capsys.readouterr()
+    (folder,) = (tmp_path / "out" / "findings").iterdir()
+    into = tmp_path / "export"
+    assert main(["export", str(folder), "--into", str(into)]) == 0
+    assert "The driver does that itself" in (into / "REPORT.md").read_text()
+    driver = _build_driver(into)
+    output = _run_driver(driver, "")
+    assert "outcome: returned 1: connection: SSL_new failed" in output
+    assert _grows([r[3] for r in _rows(output)], ATTEMPTS * 10), output
+    # The fixed control frees the context on that path: the same failure, no growth.
+    fixed = _run_driver(driver, str(c_controls["fixed"]))
+    assert "SSL_new failed" in fixed
+    assert abs(_rows(fixed)[-1][3]) < 100
+
+
 # --- bad input ------------------------------------------------------------------------
 
 

@@ -155,9 +155,25 @@ def test_an_allocation_failure_says_the_reproducer_cannot_inject_it(tmp_path: Pa
     files = render(load_stored(folder))
     report = files["REPORT.md"].decode()
     assert "## Allocation failure needed" in report
-    assert "allocation number 41, counted after a warm-up run that made 300" in report
-    assert "can't make an allocation fail" in report
+    assert "allocation number 41 of the attempt (a clean run of the same input made 300)" in report
+    assert "The standalone script can't make an allocation fail" in report
+    assert "grow every round" not in report
     assert files["key.pem"] == KEY  # the blobs are exported all the same
+
+
+def test_the_c_driver_fails_the_allocation_itself_counted_from_the_end(tmp_path: Path) -> None:
+    point = FailPoint(fail_at=449, warmup_allocations=456)
+    folder = _stored(tmp_path, "c:/lib/libx.so", InitCase(), fail_point=point)
+    files = render(load_stored(folder))
+    driver = files["reproduce.c"].decode()
+    assert "#define FAIL_FROM_END 7" in driver
+    assert "#define TLSLEAK_FAIL_AT 449" in driver
+    report = files["REPORT.md"].decode()
+    assert "The driver does that itself" in report
+    assert "the one 7 before the last" in report
+    # Without the fail point, the driver runs clean.
+    plain = render(load_stored(_stored(tmp_path / "plain", "c:/lib/libx.so", InitCase())))
+    assert "#define FAIL_FROM_END -1" in plain["reproduce.c"].decode()
 
 
 def test_blob_files_are_named_by_their_encoding_and_empty_ones_left_out() -> None:

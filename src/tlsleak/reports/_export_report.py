@@ -77,7 +77,7 @@ def report(
         _run(stored, kind, library),
     ]
     if finding.fail_at is not None:
-        parts.append(_fail_point(stored))
+        parts.append(_fail_point(stored, driver=library is not None))
     return "\n".join(part for part in parts if part)
 
 
@@ -193,6 +193,8 @@ def _run(stored: StoredFinding, kind: str, library: LibraryRecord | None) -> str
             "```",
         ]
         measure = "`heap` and `rss`"
+    if finding.fail_at is not None and not (library is not None and stored.fail_point):
+        return "## Reproduce\n\n" + "\n".join(how) + "\n"  # see "Allocation failure needed"
     tail = (
         f"\nWith the leak, {measure} grow every round, by about the per-attempt growth "
         "above times 1000 per 1000 attempts (`heap/1000`); once fixed, they stay near zero."
@@ -209,20 +211,31 @@ def _expected_outcome(finding: Finding) -> str:
     return f"<how the path refused the input: step {finding.outcome.step} failed>"
 
 
-def _fail_point(stored: StoredFinding) -> str:
+def _fail_point(stored: StoredFinding, *, driver: bool) -> str:
     point, finding = stored.fail_point, stored.finding
     where = (
-        f"allocation number {point.fail_at}, counted after a warm-up run that made "
-        f"{point.warmup_allocations}"
+        f"allocation number {point.fail_at} of the attempt (a clean run of the same "
+        f"input made {point.warmup_allocations})"
         if point is not None
-        else f"allocation number {finding.fail_at}"
+        else f"allocation number {finding.fail_at} of the attempt"
     )
-    return (
-        "## Allocation failure needed\n\n"
-        f"This finding appears only when one allocation fails: {where} of the attempt. "
-        "The standalone reproducer can't make an allocation fail, so it runs the path with "
-        "every allocation succeeding and will not show it. Reproduce it with an "
-        "allocation-failure injector (a malloc wrapper that returns NULL at that count), or "
-        f"with `tlsleak replay {stored.folder.name}`. The blobs are still the ones that reach "
-        "that allocation.\n"
+    text = f"## Allocation failure needed\n\nThis finding appears only when {where} fails. "
+    if driver and point is not None:
+        return text + (
+            "The driver does that itself: its `malloc` wrappers count allocations as tlsleak "
+            f"does and fail, in every attempt, the one {point.from_end} before the last of a "
+            "clean attempt (counted from the end: what tlsleak's worker allocates before "
+            "calling the library is not the driver's). It prints which one it fails; when the "
+            "library changed, that may be another allocation.\n"
+        )
+    how = (
+        "The standalone script can't make an allocation fail"
+        if not driver
+        else "This folder was stored without the warm-up count the driver anchors on"
+    )
+    return text + (
+        f"{how}, so it runs the path with every allocation succeeding and will not show "
+        "the leak. Reproduce it with an allocation-failure injector (a malloc wrapper that "
+        f"returns NULL at that count), or with `tlsleak replay {stored.folder.name}`. "
+        "The blobs are the ones that reach that allocation.\n"
     )

@@ -465,39 +465,56 @@ C_DRIVER: Final = r"""/* Standalone reproducer: @@TITLE@@.
  * and live malloc blocks (counted by the wrappers below).  A leak grows every
  * round; correct code stays flat.  Linux and glibc (2.33 or later) only.
  *
+ * With FAIL_FROM_END >= 0 (a finding that needs an allocation to fail), each
+ * attempt makes one allocation fail: the one FAIL_FROM_END before the last
+ * of a clean attempt, counted as tlsleak counts them (any malloc-family call
+ * with a size, a realloc of NULL or one that grows the block).
+ *
  *   cc -O1 -rdynamic -o reproduce reproduce.c -ldl
  *   ./reproduce [LIBRARY [ROUNDS [ATTEMPTS]]]
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <malloc.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-/* Live blocks: this program's malloc family wraps glibc's and counts, and
- * the library and its OpenSSL use these (the executable comes first in the
- * dynamic linker's search). */
+/* The blobs of the finding (also in this folder as files). */
+@@BLOBS@@
+#define BLOB(b) ((b##_LEN) ? (b) : NULL), (b##_LEN)
+
+/* This program's malloc family wraps glibc's, counts live blocks and
+ * allocations, and can fail one allocation; the library and its OpenSSL use
+ * it (the executable comes first in the dynamic linker's search). */
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void __libc_free(void *);
-static long live_blocks;
+static long live_blocks, allocations, fail_at; /* fail_at: 0, or the allocation to fail */
 
+static int inject(void) {
+    long n = __atomic_add_fetch(&allocations, 1, __ATOMIC_RELAXED);
+    if (fail_at == 0 || n != fail_at)
+        return 0;
+    errno = ENOMEM;
+    return 1;
+}
 static void *counted(void *p) {
     if (p != NULL)
         __atomic_add_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
     return p;
 }
-void *malloc(size_t n) { return counted(__libc_malloc(n)); }
-void *calloc(size_t k, size_t n) { return counted(__libc_calloc(k, n)); }
-void *memalign(size_t a, size_t n) { return counted(__libc_memalign(a, n)); }
-void *aligned_alloc(size_t a, size_t n) { return counted(__libc_memalign(a, n)); }
+void *malloc(size_t n) { return inject() ? NULL : counted(__libc_malloc(n)); }
+void *calloc(size_t k, size_t n) { return inject() ? NULL : counted(__libc_calloc(k, n)); }
+void *memalign(size_t a, size_t n) { return inject() ? NULL : counted(__libc_memalign(a, n)); }
+void *aligned_alloc(size_t a, size_t n) { return memalign(a, n); }
 int posix_memalign(void **out, size_t a, size_t n) {
-    void *p = counted(__libc_memalign(a, n));
+    void *p = memalign(a, n);
     if (p == NULL)
-        return 12; /* ENOMEM */
+        return ENOMEM;
     *out = p;
     return 0;
 }
@@ -507,9 +524,11 @@ void free(void *p) {
     __libc_free(p);
 }
 void *realloc(void *p, size_t n) {
-    void *q = __libc_realloc(p, n);
     if (p == NULL)
-        return counted(q);
+        return malloc(n);
+    if (n > malloc_usable_size(p) && inject())
+        return NULL; /* p is still there */
+    void *q = __libc_realloc(p, n);
     if (n == 0 && q == NULL) /* glibc freed p */
         __atomic_sub_fetch(&live_blocks, 1, __ATOMIC_RELAXED);
     return q;
@@ -520,13 +539,19 @@ static long heap_in_use(void) {
     return (long)(info.uordblks + info.hblkhd);
 }
 
-/* The blobs of the finding (also in this folder as files). */
-@@BLOBS@@
-#define BLOB(b) ((b##_LEN) ? (b) : NULL), (b##_LEN)
-
 typedef int (*init_fn)(const unsigned char *, size_t, const unsigned char *, size_t,
                        const unsigned char *, size_t, int);
 typedef const char *(*error_fn)(void);
+static init_fn init;
+
+/* One attempt; with fail_from_end >= 0, failing that allocation from the end. */
+static int attempt(long fail_from_end, long clean_count) {
+    __atomic_store_n(&allocations, 0, __ATOMIC_RELAXED);
+    fail_at = fail_from_end >= 0 ? clean_count - fail_from_end : 0;
+    int rc = init(BLOB(CA), BLOB(CERT), BLOB(KEY), IS_CLIENT);
+    fail_at = 0;
+    return rc;
+}
 
 int main(int argc, char **argv) {
     const char *path = argc > 1 && argv[1][0] ? argv[1] : @@LIBRARY@@; /* "": the default */
@@ -537,25 +562,38 @@ int main(int argc, char **argv) {
         fprintf(stderr, "reproduce: %s\n", dlerror());
         return 2;
     }
-    init_fn init = (init_fn)dlsym(lib, "@@SYMBOL@@");
+    init = (init_fn)dlsym(lib, "@@SYMBOL@@");
     error_fn last_error = (error_fn)dlsym(lib, "tls_last_error");
     if (init == NULL) {
         fprintf(stderr, "reproduce: %s has no @@SYMBOL@@\n", path);
         return 2;
     }
-    int rc = init(BLOB(CA), BLOB(CERT), BLOB(KEY), IS_CLIENT);
     printf("library: %s (%s mode)\n", path, IS_CLIENT ? "client" : "server");
+    for (int i = 0; i < 200; i++) /* warm-up: one-time initialisation */
+        attempt(-1, 0);
+    attempt(-1, 0);
+    long clean = allocations; /* what a clean attempt allocates */
+    if (FAIL_FROM_END >= 0) {
+        if (FAIL_FROM_END >= clean) {
+            fprintf(stderr, "reproduce: a clean attempt makes %ld allocations, fewer than the "
+                    "%d from the end to fail\n", clean, FAIL_FROM_END);
+            return 2;
+        }
+        printf("failing allocation %ld of %ld in each attempt (tlsleak: %d of %d)\n",
+               clean - FAIL_FROM_END, clean, TLSLEAK_FAIL_AT, TLSLEAK_WARMUP);
+        for (int i = 0; i < 200; i++) /* the failure path's own one-time initialisation */
+            attempt(FAIL_FROM_END, clean);
+    }
+    int rc = attempt(FAIL_FROM_END, clean);
     printf("outcome: returned %d%s%s\n", rc, last_error ? ": " : "",
            last_error ? last_error() : "");
-    for (int i = 0; i < 200; i++) /* warm-up: one-time initialisation */
-        init(BLOB(CA), BLOB(CERT), BLOB(KEY), IS_CLIENT);
     long heap0 = heap_in_use(), blocks0 = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED);
     printf("growth since the warm-up (heap = mallinfo2 bytes in use; blocks = live mallocs):\n");
     printf("%5s %9s %12s %9s %12s %10s\n", "round", "attempts", "heap", "blocks", "heap/1000",
            "blocks/1000");
     for (long r = 1; r <= rounds; r++) {
         for (long i = 0; i < attempts; i++)
-            init(BLOB(CA), BLOB(CERT), BLOB(KEY), IS_CLIENT);
+            attempt(FAIL_FROM_END, clean);
         long done = r * attempts;
         long heap = heap_in_use() - heap0;
         long blocks = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED) - blocks0;

@@ -182,6 +182,16 @@ def _c_driver(stored: StoredFinding, library: LibraryRecord, title: str) -> str:
     case = stored.reproducer
     blobs = [_c_array(n.upper(), getattr(case, n)) for n in ("ca", "cert", "key")]
     blobs.append(f"#define IS_CLIENT {int(case.mode is Mode.CLIENT)}")
+    # An allocation failure is anchored from the end of a clean attempt: the
+    # allocations tlsleak's worker makes before calling the library are not
+    # the driver's.  A folder stored without its warm-up count can't be.
+    point = stored.fail_point
+    blobs += [
+        "/* The allocation to fail, as tlsleak numbered it, and its distance from the end. */",
+        f"#define TLSLEAK_FAIL_AT {point.fail_at if point else 0}",
+        f"#define TLSLEAK_WARMUP {point.warmup_allocations if point else 0}",
+        f"#define FAIL_FROM_END {point.from_end if point else -1}",
+    ]
     return fill(
         C_DRIVER,
         title=_one_line(title),
