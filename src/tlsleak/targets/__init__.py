@@ -62,6 +62,12 @@ def _control(leaky: bool) -> Callable[[], Target]:
     return make
 
 
+def _mongoose() -> Target:
+    from tlsleak.targets.mongoose import MongooseTarget
+
+    return MongooseTarget()
+
+
 def _needs(extra: str, package: str, make: Callable[[], Target]) -> Callable[[], Target]:
     """``make``, for a target whose stack comes with ``pip install 'tlsleak[EXTRA]'``.
 
@@ -86,6 +92,7 @@ def _needs(extra: str, package: str, make: Callable[[], Target]) -> Callable[[],
 TARGETS: dict[str, Callable[[], Target]] = {
     "pyopenssl": _pyopenssl,
     "ssl": _ssl,
+    "mongoose": _needs("mongoose", "cymongoose", _mongoose),
     "control-leaky": _control(True),
     "control-fixed": _control(False),
     "mbedtls": _needs("mbedtls", "mbedtls", _mbedtls),
