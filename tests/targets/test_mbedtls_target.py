@@ -316,3 +316,47 @@ def test_the_heap_ledger_finds_a_variant_that_keeps_a_rejected_attempt(
     assert finding["delta"]["heap.blocks"] > 0
     # The target itself, on the same case: nothing kept, nothing found.
     assert main(["check", "mbedtls", str(corpus), "--ledger", "heap", "-q"]) == 0
+
+
+# -- a defect of python-mbedtls 2.10.1 that tlsleak finds ------------------------------------
+
+#: A user's init path that hands the whole CA bundle to Mbed TLS's own parser:
+#: ``CRT.from_buffer`` is ``mbedtls_x509_crt_parse``, which wants PEM to end
+#: with a NUL and parses every certificate of the bundle into one chain.
+BUNDLE = """\
+from mbedtls import tls, x509
+from mbedtls.exceptions import TLSError
+from tlsleak.targets import Rejected
+
+
+def init(case):
+    try:
+        ca = x509.CRT.from_buffer(case.ca + b"\\0")
+    except TLSError as exc:
+        raise Rejected("ca", str(exc)) from None
+    config = tls.TLSConfiguration(trust_store=tls.TrustStore([ca]))
+    tls.ClientContext(config).wrap_buffers("localhost").shutdown()
+"""
+
+
+def test_python_mbedtls_loses_every_certificate_after_the_first_of_a_parsed_bundle(
+    user_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # CRT.__dealloc__ calls unset_next() (ctx.next = NULL) before
+    # mbedtls_x509_crt_free: the certificates Mbed TLS chained after the first
+    # are never freed, on every attempt, accepted or not.  Known, unfixed.
+    (user_folder / "mbleaky_bundle.py").write_text(BUNDLE)
+    ident = identity(KeyType.EC_P256)
+    one, two = tmp_path / "one", tmp_path / "two"
+    write_case(one, InitCase(mode=Mode.CLIENT, ca=cert_bytes(ident.root)))
+    bundle = cert_bytes(ident.root) + cert_bytes(ident.chain[0])
+    write_case(two, InitCase(mode=Mode.CLIENT, ca=bundle))
+    target = "mbleaky_bundle:init"
+    assert main(["check", target, str(one), "--ledger", "heap", "-q"]) == 0
+    report = tmp_path / "report.json"
+    code = main(["check", target, str(two), "--ledger", "heap", "-q", "--json", str(report)])
+    assert code == 1, capsys.readouterr()
+    (finding,) = json.loads(report.read_text())["findings"]
+    assert finding["kind"] == "leak"
+    assert finding["outcome"]["status"] == "accepted"
+    assert finding["delta"]["heap.blocks"] > 0
