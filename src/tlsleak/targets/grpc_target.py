@@ -235,7 +235,6 @@ class GrpcTarget:
         return Probe(f"grpcio {grpc.__version__}'s C core", allocate)
 
     def run(self, case: InitCase) -> Outcome:
-        start = self._teardown.mark()
         try:
             if case.mode is Mode.CLIENT:
                 self._client(case)
@@ -245,8 +244,6 @@ class GrpcTarget:
             return Outcome(Status.REJECTED, exc.step, exc.errors, exc.message)
         except Exception as exc:
             return Outcome(Status.ERROR, Step.INIT, (), f"{type(exc).__name__}: {exc}")
-        finally:
-            self._teardown.wait(start)
         return Outcome.accepted()
 
     def _client(self, case: InitCase) -> None:
@@ -258,19 +255,25 @@ class GrpcTarget:
                 options.append(("grpc.ssl_target_name_override", name.decode("utf-8")))
             except UnicodeDecodeError:
                 raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None
-        with _captured() as log:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=case.ca or None,
-                private_key=case.key or None,
-                certificate_chain=case.cert or None,
-            )
-            channel = grpc.secure_channel(self._address, creds, options=options)
-            try:
-                channel.unary_unary("/tlsleak.Init/Connect")(b"", timeout=_CALL_TIMEOUT)
-            except grpc.RpcError:
-                pass  # refused: what matters is what gRPC made on the way
-            finally:
-                channel.close()
+        start = self._teardown.mark()
+        try:
+            with _captured() as log:
+                creds = grpc.ssl_channel_credentials(
+                    root_certificates=case.ca or None,
+                    private_key=case.key or None,
+                    certificate_chain=case.cert or None,
+                )
+                channel = grpc.secure_channel(self._address, creds, options=options)
+                try:
+                    channel.unary_unary("/tlsleak.Init/Connect")(b"", timeout=_CALL_TIMEOUT)
+                except grpc.RpcError:
+                    pass  # refused: what matters is what gRPC made on the way
+                finally:
+                    channel.close()
+        finally:
+            # A server's stop(None).wait() returns with its teardown done; a
+            # channel's close() does not.
+            self._teardown.wait(start)
         _raise_refusal(log)
 
 
