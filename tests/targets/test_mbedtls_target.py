@@ -232,6 +232,18 @@ def test_unexpected_exceptions_are_errors(
     assert outcome.message == "ValueError: something else"
 
 
+def test_a_teardown_that_raises_is_an_error_at_teardown(
+    target: MbedTLSTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: MbedTLSTarget, attempt: object, *, failed: bool) -> None:
+        raise RuntimeError("shutdown failed")
+
+    monkeypatch.setattr(MbedTLSTarget, "_teardown", broken)
+    outcome = target.run(_case())
+    assert (outcome.status, outcome.step) == (Status.ERROR, Step.TEARDOWN)
+    assert outcome.message == "RuntimeError: shutdown failed"
+
+
 def test_the_probe_allocates_and_frees_through_mbedtls(target: MbedTLSTarget) -> None:
     probe = target.probe()
     assert probe.allocate is not None

@@ -174,14 +174,16 @@ class MbedTLSTarget:
         attempt = _Attempt()
         try:
             self._init(case, attempt)
+            outcome = Outcome.accepted()
         except Rejected as exc:
-            self._teardown(attempt, failed=True)
-            return Outcome(Status.REJECTED, exc.step, (), exc.message)
+            outcome = Outcome(Status.REJECTED, exc.step, (), exc.message)
         except Exception as exc:  # anything else is itself a finding
-            self._teardown(attempt, failed=True)
-            return Outcome(Status.ERROR, attempt.step, (), f"{type(exc).__name__}: {exc}")
-        self._teardown(attempt, failed=False)
-        return Outcome.accepted()
+            outcome = Outcome(Status.ERROR, attempt.step, (), f"{type(exc).__name__}: {exc}")
+        try:
+            self._teardown(attempt, failed=outcome.status is not Status.ACCEPTED)
+        except Exception as exc:  # a teardown that raises is a finding too
+            return Outcome(Status.ERROR, Step.TEARDOWN, (), f"{type(exc).__name__}: {exc}")
+        return outcome
 
     def _teardown(self, attempt: _Attempt, *, failed: bool) -> None:
         """The binding's normal teardown: shut the buffers, drop every reference.
