@@ -26,6 +26,7 @@ TARGET_MODULES: Final = frozenset(
         "tlsleak.targets.callable",
         "tlsleak.targets.clib",
         "tlsleak.targets.control",
+        "tlsleak.targets.grpc_target",
         "tlsleak.targets.mbedtls",
         "tlsleak.targets.pyopenssl",
         "tlsleak.targets.stdlib_ssl",
