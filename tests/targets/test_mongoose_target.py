@@ -103,6 +103,27 @@ def test_what_mongoose_does_not_check_at_init_is_accepted(target: MongooseTarget
     assert target.run(key_only).status is Status.ACCEPTED
 
 
+def test_a_connection_mongoose_cannot_make_is_a_rejection(
+    target: MongooseTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # mg_connect returns NULL (cymongoose raises RuntimeError) on a loopback
+    # address only when its calloc fails: what --fail-alloc makes happen.
+    class NoConnections:
+        def __init__(self, manager: object) -> None:
+            self.manager = manager
+
+        def connect(self, url: str, http: bool) -> object:
+            raise RuntimeError(f"Failed to connect to '{url}'")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.manager, name)
+
+    monkeypatch.setattr(target, "_manager", NoConnections(target._manager))
+    outcome = target.run(_ec_server())
+    assert (outcome.status, outcome.step) == (Status.REJECTED, Step.CONNECTION)
+    assert outcome.message.startswith("Failed to connect")
+
+
 def test_time_is_known_so_no_sntp_query_is_started(target: MongooseTarget) -> None:
     # With a CA, verification on and mg_boot_timestamp_ms == 0, mg_tls_init would
     # connect to time.google.com (through a DNS query to 8.8.8.8).

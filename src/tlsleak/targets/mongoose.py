@@ -189,11 +189,25 @@ class MongooseTarget:
     def run(self, case: InitCase) -> Outcome:
         attempt = self._attempt = _Attempt(case)
         try:
-            self._connect(attempt)
-            return _outcome(attempt, self._log)
+            outcome = self._init(attempt)
+            try:
+                self._close(attempt)
+            except Exception as exc:
+                return Outcome(Status.ERROR, Step.TEARDOWN, (), f"{type(exc).__name__}: {exc}")
+            return outcome
         finally:
-            self._close(attempt)
             self._attempt = None
+
+    def _init(self, attempt: _Attempt) -> Outcome:
+        try:
+            self._connect(attempt)
+        except RuntimeError as exc:
+            # mg_connect returned NULL: on a loopback address, only when
+            # memory ran out (its calloc, or the socket's).
+            return _rejected(Rejected(Step.CONNECTION, str(exc)))
+        except Exception as exc:
+            return Outcome(Status.ERROR, Step.CONNECTION, (), f"{type(exc).__name__}: {exc}")
+        return _outcome(attempt, self._log)
 
     def _connect(self, attempt: _Attempt) -> None:
         client = self._manager.connect(self._url, http=False)
@@ -259,8 +273,10 @@ def _outcome(attempt: _Attempt, log: _Log) -> Outcome:
         exc = attempt.exception
         return Outcome(Status.ERROR, Step.INIT, (), f"{type(exc).__name__}: {exc}")
     if attempt.tls_id is None:
+        # Mongoose dropped the loopback connection before it could run TLS
+        # init (it closes a socket it cannot allocate a connection for).
         detail = "; ".join(attempt.errors.values()) or "no connection within the polls"
-        return Outcome(Status.ERROR, Step.CONNECTION, (), f"TLS init did not run: {detail}")
+        return _rejected(Rejected(Step.CONNECTION, f"TLS init did not run: {detail}"))
     message = attempt.errors.get(attempt.tls_id)
     if message is not None:
         return _rejected(Rejected(_event_step(message), message))
