@@ -47,6 +47,7 @@ growth since the warm-up (rss and heap in bytes; heap = mallinfo2 in use):
 round  attempts          rss         heap   fds    heap/1000     rss/1000  fds/1000
     1      1000    +NNNNNNNN    +NNNNNNNN    +0    +NNNNNNNN    +NNNNNNNN      +0.0
   ...
+verdict: grows every round (heap in use +NNNNN bytes per attempt): exit status 1
 """
 
 _C_OUTPUT: Final = """\
@@ -56,6 +57,7 @@ growth since the warm-up (heap = mallinfo2 bytes in use; blocks = live mallocs):
 round  attempts         heap    blocks    heap/1000 blocks/1000
     1      1000    +NNNNNNNN    +NNNNN    +NNNNNNNN     +NNNNN
   ...
+verdict: grows every round (+NNNNN blocks per 1000 attempts): exit status 1
 """
 
 
@@ -197,7 +199,8 @@ def _run(stored: StoredFinding, kind: str, library: LibraryRecord | None) -> str
         return "## Reproduce\n\n" + "\n".join(how) + "\n"  # see "Allocation failure needed"
     tail = (
         f"\nWith the leak, {measure} grow every round, by about the per-attempt growth "
-        "above times 1000 per 1000 attempts (`heap/1000`); once fixed, they stay near zero."
+        "above times 1000 per 1000 attempts (`heap/1000`), and it exits with status 1; "
+        "once fixed, they stay near zero and it exits 0 (`verdict: no steady growth`)."
         if finding.kind in (FindingKind.LEAK, FindingKind.CYCLE)
         else f"\nA {finding.kind} finding is not a leak: the outcome line (or the process "
         "ending) shows it; the growth columns show nothing in particular."

@@ -42,7 +42,8 @@ tlsleak: it runs the init path below on the blobs in this folder, ATTEMPTS
 times per round, and prints how much the process has grown since a warm-up:
 RSS (/proc/self/statm), glibc's heap in use (mallinfo2) and open file
 descriptors (/proc/self/fd).  A leak grows every round; correct code stays
-flat after the warm-up.  Linux and glibc only.
+flat after the warm-up.  Exit status 1 when the heap or the fds grew in every
+round (a leak), 0 otherwise.  Linux and glibc only.
 
     python3 reproduce.py [--rounds 5] [--attempts 1000] [--warmup 200]
 """
@@ -193,18 +194,33 @@ def main() -> int:
     print(f"{'round':>5} {'attempts':>9} {'rss':>12} {'heap':>12} {'fds':>5}"
           f" {'heap/1000':>12} {'rss/1000':>12} {'fds/1000':>9}")
     done = 0
+    heaps, fdss = [0], [0]
     for round_ in range(1, args.rounds + 1):
         for _ in range(args.attempts):
             outcomes[attempt(CASE)] += 1
         done += args.attempts
         now = measure()
         rss, heap, fds = (n - b for n, b in zip(now, base))
+        heaps.append(heap)
+        fdss.append(fds)
         per = 1000 / done
         print(f"{round_:>5} {done:>9} {rss:>+12} {heap:>+12} {fds:>+5}"
               f" {round(heap * per):>+12} {round(rss * per):>+12} {fds * per:>+9.1f}",
               flush=True)
     if len(outcomes) > 1:
         print("outcomes: " + "; ".join(f"{n} x {o}" for o, n in outcomes.most_common()))
+    # A leak grows every round: the fds, or the heap by at least a malloc chunk
+    # (32 bytes) an attempt; caches and the interpreter settling grow less, and
+    # less each round.  (RSS is shown, not judged: pages come and go in steps.)
+    grew = []
+    if all(b - a >= 32 * args.attempts for a, b in zip(heaps, heaps[1:])):
+        grew.append(f"heap in use +{heaps[-1] // done} bytes")
+    if all(b > a for a, b in zip(fdss, fdss[1:])):
+        grew.append(f"fds +{fdss[-1] / done:.2f}")
+    if args.rounds > 0 and grew:
+        print(f"verdict: grows every round ({', '.join(grew)} per attempt): exit status 1")
+        return 1
+    print("verdict: no steady growth: exit status 0")
     return 0
 
 
@@ -463,7 +479,8 @@ C_DRIVER: Final = r"""/* Standalone reproducer: @@TITLE@@.
  * @@SYMBOL@@() on the blobs below ATTEMPTS times per round, and prints how
  * much the heap has grown since a warm-up: glibc's bytes in use (mallinfo2)
  * and live malloc blocks (counted by the wrappers below).  A leak grows every
- * round; correct code stays flat.  Linux and glibc (2.33 or later) only.
+ * round; correct code stays flat.  Exit status 1 when live blocks grew in
+ * every round (a leak), 0 otherwise.  Linux and glibc (2.33 or later) only.
  *
  * With FAIL_FROM_END >= 0 (a finding that needs an allocation to fail), each
  * attempt makes one allocation fail: the one FAIL_FROM_END before the last
@@ -591,16 +608,26 @@ int main(int argc, char **argv) {
     printf("growth since the warm-up (heap = mallinfo2 bytes in use; blocks = live mallocs):\n");
     printf("%5s %9s %12s %9s %12s %10s\n", "round", "attempts", "heap", "blocks", "heap/1000",
            "blocks/1000");
+    long last = 0, blocks = 0;
+    int grows = rounds > 0; /* a leak adds blocks every round */
     for (long r = 1; r <= rounds; r++) {
         for (long i = 0; i < attempts; i++)
             attempt(FAIL_FROM_END, clean);
         long done = r * attempts;
         long heap = heap_in_use() - heap0;
-        long blocks = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED) - blocks0;
+        blocks = __atomic_load_n(&live_blocks, __ATOMIC_RELAXED) - blocks0;
+        grows = grows && blocks > last;
+        last = blocks;
         printf("%5ld %9ld %+12ld %+9ld %+12ld %+10ld\n", r, done, heap, blocks,
                heap * 1000 / done, blocks * 1000 / done);
         fflush(stdout);
     }
+    if (grows) {
+        printf("verdict: grows every round (%+ld blocks per 1000 attempts): exit status 1\n",
+               blocks * 1000 / (rounds * attempts));
+        return 1;
+    }
+    printf("verdict: no steady growth: exit status 0\n");
     return 0;
 }
 """
