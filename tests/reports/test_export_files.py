@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,15 @@ def test_a_folder_that_is_not_a_finding_is_refused_before_anything_is_written(
     with pytest.raises(FindingError, match="not a finding"):
         export_finding(folder, tmp_path / "export")
     assert not (tmp_path / "export").exists()
+
+
+def test_a_killed_exports_leftovers_go_after_an_hour_and_young_ones_stay(tmp_path: Path) -> None:
+    """A run killed mid-write leaves its temporary folder, key and all, next to DIR."""
+    old, young = tmp_path / ".export.tmp-old", tmp_path / ".export.tmp-young"
+    for leftover in (old, young):
+        leftover.mkdir()
+        (leftover / "key.pem").write_bytes(KEY)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    export_finding(_stored(tmp_path), tmp_path / "export")
+    assert not old.exists()
+    assert young.exists()  # it may be another export still writing
