@@ -308,6 +308,10 @@ def test_bad_input_is_one_line_and_exit_status_2(
     (tmp_path / "file").write_text("x")
     bad_dir = str(tmp_path / "file" / "export")
     assert "cannot write" in _one_line_error(capsys, ["export", str(folder), "--into", bad_dir])
+    data = json.loads((folder / "finding.json").read_text())
+    (folder / "finding.json").write_text(json.dumps({**data, "target": "mbedtls"}))
+    refused = _one_line_error(capsys, ["export", str(folder), "--into", other])
+    assert "no standalone template for target 'mbedtls'" in refused
     (folder / "finding.json").write_text("{not json")
     assert "not valid JSON" in _one_line_error(capsys, ["export", str(folder), "--into", other])
     assert "--into" in _one_line_error(capsys, ["export", str(folder)])
