@@ -28,6 +28,7 @@ TARGET_MODULES: Final = frozenset(
         "tlsleak.targets.control",
         "tlsleak.targets.grpc_target",
         "tlsleak.targets.mbedtls",
+        "tlsleak.targets.mongoose",
         "tlsleak.targets.pyopenssl",
         "tlsleak.targets.stdlib_ssl",
     }
