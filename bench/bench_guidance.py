@@ -26,6 +26,10 @@ campaign executed, not only those it kept.  Also printed: distinct site
 features (sites, sites with their caller, sites at a depth), all coverage
 features, the corpus size and executions.  Nothing here asserts on time.
 
+``--families LIST`` (repeatable) adds a site-guided campaign that feeds only
+those site feature families (``TLSLEAK_FUZZ_SITE_FAMILIES``), ``--no-plain``
+leaves plain out: the more campaigns side by side, the fewer executions each.
+
 ``--cost`` measures instead what recording sites costs an attempt: one child
 process per mode (``on``, ``count``, ``off``) and target (the opaque control,
 pyopenssl), run one after the other, checks the same inputs (the bundled
@@ -35,7 +39,7 @@ features not seen before) and prints milliseconds per attempt over the
 mutated inputs (the seeds warm up OpenSSL).  Every input is new to the
 process, as in a campaign; the caches fill as they would there.
 
-    python bench/bench_guidance.py [--seconds 60] [--seed 1]
+    python bench/bench_guidance.py [--seconds 60] [--seed 1] [--families site,caller ...]
     python bench/bench_guidance.py --cost [--runs 1500] [--seed 1]
 """
 

@@ -42,9 +42,10 @@ took is visible, though, in what the attempt reports:
 
 What each family adds, measured by ``bench/bench_guidance.py`` (60 s, one
 worker, empty corpus, on ``tests/c/control_opaque.c``, which clears the queue
-like Mongoose): Python coverage alone reached 361 paths, error pairs, stacks
-and allocation buckets 646 (1.8x), allocation sites on top 1,135 (1.76x the
-error-pair figure, 3.1x plain); see docs/fuzzing.md.
+like Mongoose, seed 1): Python coverage alone reached 411-431 paths, error
+pairs, stacks and allocation buckets 754-779 (1.8x), allocation sites on top
+1,316-1,403 (1.75-1.80x the error-pair figure, 3.2x plain); feeding fewer site
+families reaches fewer; see docs/fuzzing.md.
 
 :func:`features` extracts them from a :class:`~tlsleak.check.oracle.Verdict`;
 :class:`FeatureCounters` turns each distinct feature into a hit on a coverage
