@@ -256,25 +256,29 @@ class GrpcTarget:
             except UnicodeDecodeError:
                 raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None
         start = self._teardown.mark()
-        try:
-            with _captured() as log:
-                creds = grpc.ssl_channel_credentials(
-                    root_certificates=case.ca or None,
-                    private_key=case.key or None,
-                    certificate_chain=case.cert or None,
-                )
-                channel = grpc.secure_channel(self._address, creds, options=options)
-                try:
-                    channel.unary_unary("/tlsleak.Init/Connect")(b"", timeout=_CALL_TIMEOUT)
-                except grpc.RpcError:
-                    pass  # refused: what matters is what gRPC made on the way
-                finally:
-                    channel.close()
-        finally:
-            # A server's stop(None).wait() returns with its teardown done; a
-            # channel's close() does not.
-            self._teardown.wait(start)
+        with _captured() as log:
+            _connect(self._address, case, options)
+        # A server's stop(None).wait() returns with its teardown done; a
+        # channel's close() does not, and the teardown starts only once the
+        # channel object is gone (with _connect's frame).
+        self._teardown.wait(start)
         _raise_refusal(log)
+
+
+def _connect(address: str, case: InitCase, options: list[tuple[str, str]]) -> None:
+    """Channel credentials, a channel, one call that fails to connect, and the channel closed."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=case.ca or None,
+        private_key=case.key or None,
+        certificate_chain=case.cert or None,
+    )
+    channel = grpc.secure_channel(address, creds, options=options)
+    try:
+        channel.unary_unary("/tlsleak.Init/Connect")(b"", timeout=_CALL_TIMEOUT)
+    except grpc.RpcError:
+        pass  # refused: what matters is what gRPC made on the way
+    finally:
+        channel.close()
 
 
 def _server(case: InitCase) -> None:
