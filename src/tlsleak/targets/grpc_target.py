@@ -163,7 +163,8 @@ class _Teardown:
 
     ``channel.close()`` returns before the C core has destroyed the channel:
     its subchannel, security connector and handshaker (about 200 heap blocks)
-    are freed a few milliseconds later on gRPC's event engine threads.  A
+    are freed on gRPC's event engine threads, a few milliseconds after the
+    channel object is gone.  A
     target must return with its teardown done, or every ledger snapshot taken
     right after it would count them.  Nothing in gRPC's API says when that is,
     so where the malloc interposer is loaded (the only ledger the delay could
