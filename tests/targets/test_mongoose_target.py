@@ -175,7 +175,8 @@ def _clean_sample() -> list[InitCase]:
 def test_check_is_clean_on_a_corpus_sample(tmp_path: Path) -> None:
     sample = _sample(tmp_path / "sample", _clean_sample())
     report = tmp_path / "report.json"
-    assert main(["check", "mongoose", str(sample), "--json", str(report), "-q"]) == 0
+    ledgers = ["--ledger", "heap", "--ledger", "fds", "--ledger", "pyobjects"]
+    assert main(["check", "mongoose", str(sample), *ledgers, "--json", str(report), "-q"]) == 0
     assert json.loads(report.read_text())["findings"] == []
 
 

@@ -188,6 +188,7 @@ class MongooseTarget:
 
     def run(self, case: InitCase) -> Outcome:
         attempt = self._attempt = _Attempt(case)
+        self._log.lines.clear()  # what other attempts' connections logged
         try:
             outcome = self._init(attempt)
             try:
@@ -197,6 +198,7 @@ class MongooseTarget:
             return outcome
         finally:
             self._attempt = None
+            self._log.lines.clear()
 
     def _init(self, attempt: _Attempt) -> Outcome:
         try:
