@@ -239,3 +239,33 @@ def test_check_finds_a_planted_leak_on_the_failure_path(
     (finding,) = json.loads(report.read_text())["findings"]
     assert (finding["kind"], finding["step"]) == ("leak", "key")
     assert finding["delta"]["heap.blocks"] >= 1
+
+
+MANAGER_PER_ATTEMPT = """
+import cymongoose
+from tlsleak.cases.case import InitCase
+
+
+def run(case: InitCase) -> None:
+    manager = cymongoose.Manager(None)
+    manager.close()  # mg_mgr_free runs; the Python object is never freed
+"""
+
+
+def test_a_manager_per_attempt_leaks_in_cymongoose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The known binding defect that makes the target keep one manager
+    # (docs/mongoose.md): Manager.__cinit__ takes a reference to itself that
+    # only __dealloc__ drops.  When cymongoose fixes it, this fails: then a
+    # manager per attempt is possible again.
+    (tmp_path / "manager_per_attempt.py").write_text(MANAGER_PER_ATTEMPT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    sample = _sample(tmp_path / "sample", [InitCase()])
+    report = tmp_path / "report.json"
+    args = ["check", "manager_per_attempt:run", str(sample), "--ledger", "heap"]
+    assert main([*args, "--json", str(report), "-q"]) == 1
+    (finding,) = json.loads(report.read_text())["findings"]
+    assert finding["kind"] == "leak"
+    assert finding["delta"]["heap.blocks"] >= 1
