@@ -103,7 +103,7 @@ def _tls_error(step: str, exc: TLSError) -> Rejected:
     return Rejected(step, f"[0x{code:04X}] {text}" if isinstance(code, int) else text)
 
 
-def _load_cert(block: bytes, step: str) -> Any:
+def _load_cert(block: bytes, step: str) -> x509.CRT:
     """One certificate, the binding's way: ``from_PEM`` for armored text, else ``from_DER``."""
     try:
         if not is_pem(block):
@@ -137,11 +137,12 @@ class _Attempt:
 
     def __init__(self) -> None:
         self.step: str = Step.CONTEXT
-        self.store: Any = None
-        self.chain: list[Any] = []
+        self.store: tls.TrustStore | None = None
+        self.chain: list[x509.CRT] = []
+        # A pk.RSA, which the binding's stubs don't take for their PrivateKey.
         self.key: Any = None
-        self.context: Any = None
-        self.buffers: Any = None
+        self.context: tls.ClientContext | tls.ServerContext | None = None
+        self.buffers: tls.TLSWrappedBuffer | None = None
 
 
 class MbedTLSTarget:
@@ -240,16 +241,22 @@ class MbedTLSTarget:
             except UnicodeDecodeError:
                 raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None
         try:
-            if client:
-                attempt.buffers = attempt.context.wrap_buffers(hostname)
-            else:
-                attempt.buffers = attempt.context.wrap_buffers()
+            attempt.buffers = _wrap_buffers(attempt.context, hostname)
         except TLSError as exc:
             named = hostname is not None and getattr(exc, "err", None) == _SSL_BAD_INPUT_DATA
             raise _tls_error(Step.SERVER_NAME if named else Step.CONNECTION, exc) from None
 
 
-def _check_pair(chain: list[Any], key: Any) -> None:
+def _wrap_buffers(
+    context: tls.ClientContext | tls.ServerContext, hostname: str | None
+) -> tls.TLSWrappedBuffer:
+    """The socket-less TLS object: ``mbedtls_ssl_setup``, then the client's server name."""
+    if isinstance(context, tls.ClientContext):
+        return context.wrap_buffers(hostname)
+    return context.wrap_buffers()
+
+
+def _check_pair(chain: list[x509.CRT], key: Any) -> None:
     """Refuse a lone certificate or key, and a pair that doesn't match (the binding doesn't)."""
     if not chain:
         raise Rejected(Step.CHECK_KEY, "private key without a certificate")
