@@ -169,3 +169,42 @@ def test_known_server_leaks_are_found(
     assert blocks.keys() == {"accepted", "rejected"}, findings
     assert blocks["accepted"] == 1  # the pair array alone
     assert blocks["rejected"] > 10  # and the server
+
+
+class _FakeHeap:
+    """Live block counts read one after another, the last one repeated."""
+
+    def __init__(self, counts: list[int]) -> None:
+        self.counts_left = counts
+        self.reads = 0
+
+    def counts(self) -> tuple[int, int]:
+        self.reads += 1
+        value = self.counts_left[0]
+        if len(self.counts_left) > 1:
+            self.counts_left.pop(0)
+        return value, 0
+
+
+def test_the_teardown_wait_ends_when_the_count_is_back() -> None:
+    from tlsleak.targets.grpc_target import _Teardown
+
+    teardown = _Teardown()
+    heap = _FakeHeap([300, 250, 101, 90])
+    teardown._heap = heap  # type: ignore[assignment]
+    teardown.wait(100)
+    assert heap.counts_left == [90]  # it stopped at 101: within the slack of 100
+    assert heap.reads == 3
+
+
+def test_the_teardown_wait_ends_when_the_count_stays_put() -> None:
+    # What a leaking attempt keeps never goes: the wait ends once the count
+    # has not moved for a while, instead of waiting for it.
+    from tlsleak.targets.grpc_target import _Teardown
+
+    teardown = _Teardown()
+    heap = _FakeHeap([300, 250])
+    teardown._heap = heap  # type: ignore[assignment]
+    teardown.wait(100)
+    assert heap.counts_left == [250]
+    assert heap.reads > 2
