@@ -29,6 +29,7 @@ from tlsleak.fuzz.guidance import (
     SITES_VARIABLE,
     Site,
     SiteRecorder,
+    default_site_mode,
     features,
     hit_bucket,
     is_alloc_bucket,
@@ -40,7 +41,7 @@ from tlsleak.fuzz.guidance import (
 )
 from tlsleak.fuzz.progress import status_line
 from tlsleak.ledgers.shim import preload_env
-from tlsleak.targets import Outcome, Status
+from tlsleak.targets import Outcome, Status, resolve_target
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="the interposer is built for Linux (LD_PRELOAD)"
@@ -338,3 +339,24 @@ def test_cached_features_match_the_plain_form_and_the_memo_stays_bounded(
     assert any(f.endswith(" #4") for f in seen[1])  # 3 + 1 allocations at one site
     assert any(f.endswith(" #7") for f in seen[2])
     assert not any(f.endswith(" #") or "0x7f" in f for f in seen[1])
+
+
+class _Stack:
+    """Just what default_site_mode reads of a target."""
+
+    def __init__(self, name: str, queue: object) -> None:
+        self.name = name
+        self._queue = queue
+
+    def error_queue(self) -> object:
+        return self._queue
+
+
+def test_sites_guide_by_default_only_where_errors_say_little() -> None:
+    queue = object()
+    # A C library (it may clear the queue) or a stack with no OpenSSL queue: on.
+    assert default_site_mode(_Stack("c:/lib/libx.so", queue)) == "on"  # type: ignore[arg-type]
+    assert default_site_mode(_Stack("mbedtls", None)) == "on"  # type: ignore[arg-type]
+    # Error pairs already lead into OpenSSL's parsers: off, for the speed.
+    assert default_site_mode(resolve_target("pyopenssl")) == "off"
+    assert default_site_mode(resolve_target("control-fixed")) == "off"

@@ -72,6 +72,7 @@ from typing import Final, NamedTuple
 from tlsleak.check.oracle import Verdict
 from tlsleak.ledgers.interposer import OTHER_THREAD, Interposer, interposer, is_interposing
 from tlsleak.ledgers.shim import SHIM_NAME
+from tlsleak.targets import Target
 
 __all__ = [
     "FAMILIES_VARIABLE",
@@ -84,6 +85,7 @@ __all__ = [
     "Site",
     "SiteRecorder",
     "alloc_bucket",
+    "default_site_mode",
     "features",
     "hit_bucket",
     "is_alloc_bucket",
@@ -567,13 +569,31 @@ def _site_features(
     return tuple(found)
 
 
-def site_recorder() -> SiteRecorder | None:
+def default_site_mode(target: Target) -> str:
+    """Whether sites guide a campaign on ``target`` when :data:`SITES_VARIABLE` is not set.
+
+    ``"on"`` where errors say little: a ``c:`` library (it may clear
+    OpenSSL's queue, as Mongoose's backend does) or a stack with no OpenSSL
+    error queue at all (mbedtls, grpc, mongoose).  ``"off"`` where error
+    pairs already walk the fuzzer into the parsers (pyopenssl, ssl, the
+    controls): there recording sites costs up to half the campaign's
+    executions (bench/bench_campaign_speed.py) for little new guidance.
+    """
+    if target.name.startswith("c:") or target.error_queue() is None:
+        return "on"
+    return "off"
+
+
+def site_recorder(default: str = "on") -> SiteRecorder | None:
     """A recorder for this process, or None: the interposer is not preloaded, or sites are off.
+
+    ``default`` is the mode when :data:`SITES_VARIABLE` is not set (see
+    :func:`default_site_mode`).
 
     :class:`ValueError` for a value of :data:`SITES_VARIABLE` that is not a mode, or of
     :data:`FAMILIES_VARIABLE` that names something else than :data:`SITE_FAMILIES`.
     """
-    mode = os.environ.get(SITES_VARIABLE, "") or "on"
+    mode = os.environ.get(SITES_VARIABLE, "") or default
     if mode not in _SITE_MODES:
         raise ValueError(f"{SITES_VARIABLE} must be one of {', '.join(_SITE_MODES)}, not {mode!r}")
     families = [f.strip() for f in os.environ.get(FAMILIES_VARIABLE, "").split(",") if f.strip()]

@@ -161,10 +161,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         events.send(ev="error", message=str(exc))
         return 2
-    from tlsleak.fuzz.guidance import POOL_SIZE, FeatureCounters, features, site_recorder
+    from tlsleak.fuzz.guidance import (
+        POOL_SIZE,
+        FeatureCounters,
+        default_site_mode,
+        features,
+        site_recorder,
+    )
 
     try:  # allocation sites (a feature family of their own) where the interposer is preloaded
-        sites = site_recorder()
+        sites = site_recorder(default_site_mode(target))
     except ValueError as exc:
         events.send(ev="error", message=str(exc))
         return 2
