@@ -92,11 +92,11 @@ def _needs(extra: str, package: str, make: Callable[[], Target]) -> Callable[[],
 TARGETS: dict[str, Callable[[], Target]] = {
     "pyopenssl": _pyopenssl,
     "ssl": _ssl,
+    "mbedtls": _needs("mbedtls", "mbedtls", _mbedtls),
+    "grpc": _needs("grpc", "grpc", _grpc),
     "mongoose": _needs("mongoose", "cymongoose", _mongoose),
     "control-leaky": _control(True),
     "control-fixed": _control(False),
-    "mbedtls": _needs("mbedtls", "mbedtls", _mbedtls),
-    "grpc": _needs("grpc", "grpc", _grpc),
 }
 
 
