@@ -72,6 +72,7 @@ from typing import Final, NamedTuple
 from tlsleak.check.oracle import Verdict
 from tlsleak.ledgers.interposer import OTHER_THREAD, Interposer, interposer, is_interposing
 from tlsleak.ledgers.shim import SHIM_NAME
+from tlsleak.ledgers.symbols import DlInfo
 from tlsleak.targets import Target
 
 __all__ = [
@@ -303,15 +304,6 @@ _INTERPRETER: Final = re.compile(
 )
 
 
-class _DlInfo(ctypes.Structure):
-    _fields_ = [
-        ("dli_fname", ctypes.c_char_p),
-        ("dli_fbase", ctypes.c_void_p),
-        ("dli_sname", ctypes.c_char_p),
-        ("dli_saddr", ctypes.c_void_p),
-    ]
-
-
 def _mappings() -> list[tuple[int, int, str, str]]:
     """(start, end, permissions, path) of every file mapping of this process."""
     found = []
@@ -396,9 +388,9 @@ class SiteRecorder:
         #: A recent attempt's whole list of ids -> step -> its site features.
         self._memo: dict[tuple[int, ...], dict[str, frozenset[Feature]]] = {}
         self._dladdr = ctypes.CDLL(None).dladdr
-        self._dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        self._dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
         self._dladdr.restype = ctypes.c_int
-        self._info = _DlInfo()
+        self._info = DlInfo()
         #: Wrapper functions registered (for tests and the worker's log).
         self.wrappers = self._register_wrappers()
 

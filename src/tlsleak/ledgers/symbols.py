@@ -51,6 +51,7 @@ from typing import Final, Protocol, runtime_checkable
 from tlsleak.ledgers.interposer import RawStack
 
 __all__ = [
+    "DlInfo",
     "Frame",
     "LostStack",
     "StackRecorder",
@@ -244,7 +245,9 @@ class StackRecorder(Protocol):
         ...
 
 
-class _DlInfo(ctypes.Structure):
+class DlInfo(ctypes.Structure):
+    """glibc's ``Dl_info``, what ``dladdr`` fills in (also used by the C targets and guidance)."""
+
     _fields_ = [
         ("dli_fname", ctypes.c_char_p),
         ("dli_fbase", ctypes.c_void_p),
@@ -261,10 +264,10 @@ def _dladdr(address: int) -> tuple[str, int, str | None, int]:
     global _dladdr_fn
     if _dladdr_fn is None:
         fn = ctypes.CDLL(None).dladdr  # glibc 2.34+ has it in libc, older in libdl
-        fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+        fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
         fn.restype = ctypes.c_int
         _dladdr_fn = fn
-    info = _DlInfo()
+    info = DlInfo()
     if not _dladdr_fn(address, ctypes.byref(info)) or not info.dli_fname:
         return "", 0, None, 0
     name = info.dli_sname.decode(errors="replace") if info.dli_sname else None

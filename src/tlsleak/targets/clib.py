@@ -39,6 +39,7 @@ from typing import Any, Final
 
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.ledgers import heap_available
+from tlsleak.ledgers.symbols import DlInfo
 from tlsleak.openssl.errors import (
     SYSTEM_LIBCRYPTO,
     ErrorQueue,
@@ -68,15 +69,6 @@ _STT_COMMON: Final = 5
 _STT_TLS: Final = 6
 _DATA_SYMBOL_TYPES: Final = frozenset({_STT_OBJECT, _STT_COMMON, _STT_TLS})
 _RTLD_DL_SYMENT: Final = 1
-
-
-class _DlInfo(ctypes.Structure):
-    _fields_ = [
-        ("dli_fname", ctypes.c_char_p),
-        ("dli_fbase", ctypes.c_void_p),
-        ("dli_sname", ctypes.c_char_p),
-        ("dli_saddr", ctypes.c_void_p),
-    ]
 
 
 class _Elf64Sym(ctypes.Structure):
@@ -123,9 +115,9 @@ def _symbol_origin(fn: Any) -> tuple[str | None, int | None]:
         dladdr1 = process.dladdr1
     except (OSError, AttributeError):
         return None, None  # not glibc: the checks are a courtesy, skip them
-    dladdr1.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo), ctypes.c_void_p, ctypes.c_int]
+    dladdr1.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo), ctypes.c_void_p, ctypes.c_int]
     dladdr1.restype = ctypes.c_int
-    info = _DlInfo()
+    info = DlInfo()
     entry = ctypes.c_void_p()
     if not dladdr1(_address(fn), ctypes.byref(info), ctypes.byref(entry), _RTLD_DL_SYMENT):
         return "", None  # the address is in no loaded object (a thread-local variable)
