@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from tlsleak.cases.blobs import c_string
 from tlsleak.cases.case import InitCase, Step
 from tlsleak.ledgers.base import Allocate
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError
@@ -131,3 +132,18 @@ class UnknownTarget(ValueError):
 
 class TargetUnavailable(UnknownTarget):
     """A built-in target whose TLS stack is not installed; the message says how to get it."""
+
+
+def server_name_text(case: InitCase) -> str | None:
+    """The case's server name as text, up to its first NUL as C reads it; None when empty.
+
+    Raises :class:`Rejected` at ``server-name`` when it is not UTF-8: the
+    Python APIs of the stacks take the name as ``str``.
+    """
+    name = c_string(case.server_name)
+    if not name:
+        return None
+    try:
+        return name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None

@@ -68,13 +68,12 @@ if os.environ.get("GRPC_VERBOSITY", "").upper() not in {"DEBUG", "INFO"}:
 
 import grpc  # type: ignore[import-untyped]
 
-from tlsleak.cases.blobs import c_string
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.cases.material import KeyType, cert_bytes, identity, key_bytes
 from tlsleak.ledgers import heap_available
 from tlsleak.ledgers.interposer import Interposer, interposer
 from tlsleak.openssl.errors import ErrorQueue
-from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
+from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step, server_name_text
 
 __all__ = ["GrpcTarget"]
 
@@ -250,12 +249,9 @@ class GrpcTarget:
     def _client(self, case: InitCase) -> None:
         _whole_pair(case, server=False)
         options = []
-        name = c_string(case.server_name)
-        if name:
-            try:
-                options.append(("grpc.ssl_target_name_override", name.decode("utf-8")))
-            except UnicodeDecodeError:
-                raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None
+        hostname = server_name_text(case)
+        if hostname:
+            options.append(("grpc.ssl_target_name_override", hostname))
         start = self._teardown.mark()
         with _captured() as log:
             _connect(self._address, case, options)

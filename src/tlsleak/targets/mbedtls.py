@@ -71,11 +71,11 @@ import mbedtls.version
 from mbedtls import pk, tls, x509
 from mbedtls.exceptions import TLSError
 
-from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
+from tlsleak.cases.blobs import is_pem, pem_blocks
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.ledgers import heap_available
 from tlsleak.openssl.errors import ErrorQueue
-from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
+from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step, server_name_text
 
 __all__ = ["MbedTLSTarget"]
 
@@ -232,14 +232,9 @@ class MbedTLSTarget:
         except TLSError as exc:
             raise _tls_error(Step.CONTEXT, exc) from None
         attempt.step = Step.CONNECTION
-        hostname = None
-        name = c_string(case.server_name)
-        if client and name:
+        hostname = server_name_text(case) if client else None
+        if hostname:
             attempt.step = Step.SERVER_NAME
-            try:
-                hostname = name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None
         try:
             attempt.buffers = _wrap_buffers(attempt.context, hostname)
         except TLSError as exc:

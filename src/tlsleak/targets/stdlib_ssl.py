@@ -50,11 +50,11 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from tlsleak.cases.blobs import c_string, is_pem, pem_blocks
+from tlsleak.cases.blobs import is_pem, pem_blocks
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.ledgers import heap_available
 from tlsleak.openssl.errors import ErrorQueue, OpenSSLError, system_error_queue
-from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step
+from tlsleak.targets.base import Outcome, Probe, Rejected, Status, Step, server_name_text
 
 __all__ = ["TEMP_PREFIX", "StdlibSSLTarget", "sweep_scratch"]
 
@@ -346,14 +346,9 @@ class StdlibSSLTarget:
             progress.step = Step.CERTIFICATE
             self._load_cert_chain(ctx, case)
         progress.step = Step.CONNECTION
-        hostname = None
-        name = c_string(case.server_name)
-        if client and name:
+        hostname = server_name_text(case) if client else None
+        if hostname:
             progress.step = Step.SERVER_NAME
-            try:
-                hostname = name.decode("utf-8")
-            except UnicodeDecodeError:
-                raise Rejected(Step.SERVER_NAME, "server name is not UTF-8 text") from None
         _connect(ctx, client, hostname)
 
     def _load_cert_chain(self, ctx: ssl.SSLContext, case: InitCase) -> None:
