@@ -16,7 +16,7 @@ from itertools import pairwise
 import pytest
 
 from tlsleak.cases.case import InitCase
-from tlsleak.check.confirm import CONFIRMS, SLOPE_WARMUPS, Tally, slope_counters
+from tlsleak.check.confirm import CONFIRMS, RENEWALS, SLOPE_WARMUPS, Tally, slope_counters
 from tlsleak.check.oracle import FindingKind, Oracle, root_counters
 from tlsleak.targets.base import Outcome
 
@@ -254,3 +254,70 @@ def test_a_bad_confirm_mode_is_refused() -> None:
     heap = _Scripted([])
     with pytest.raises(ValueError, match="confirm must be one of auto, every, slope"):
         Oracle(_Target(heap), ledgers=[heap], confirm="sometimes")
+
+
+# -- the window settles what one noisy first run of a slope counter suggested -------
+
+
+def _settled(first_run_uncollected: dict[str, int], window: list[int], made: int) -> Tally:
+    """A slope-only tally: first run grew 1 block, then 3 replays over ``window``.
+
+    ``window`` are the counts after collection before the first replay and
+    after the last; each replay made ``made`` blocks before its collection.
+    """
+    tally = _tally({"heap.blocks"})
+    tally.decide_cycle({"heap.blocks": 1}, first_run_uncollected)
+    start, end = window
+    for i in range(3):
+        before = {"heap.blocks": start + i * (end - start) // 3}
+        ran = {"heap.blocks": before["heap.blocks"] + made}
+        tally.add({"heap.blocks": made}, {}, (before, ran, before))
+    tally.window({"heap.blocks": start}, {"heap.blocks": end})
+    return tally
+
+
+def test_a_leak_whose_first_collection_freed_another_block_is_a_leak() -> None:
+    # Positive control: the collection after the first run freed an unrelated
+    # block, so that run looked like a cycle; the window keeps 1 block a run.
+    tally = _settled({}, [1000, 1003], made=1)
+    assert tally.delta() == {"heap.blocks": 1}
+    assert not tally.cycle
+
+
+def test_growth_the_window_sees_collected_is_a_cycle_whatever_the_first_run_said() -> None:
+    tally = _settled({"heap.blocks": 1}, [1000, 1000], made=1)
+    assert tally.delta() == {"heap.blocks": 1}
+    assert tally.cycle
+
+
+def test_exact_counters_keep_their_cycle_decision() -> None:
+    # Negative control: a typed object freed by collection decided the cycle;
+    # the heap's window does not overrule it.
+    tally = _tally({"heap.blocks"})
+    assert tally.decide_cycle({"SSL_CTX": 1, "heap.blocks": 5}, {})
+    tally.add({"SSL_CTX": 1}, {}, ({"heap.blocks": 0}, {"heap.blocks": 0}, {"heap.blocks": 0}))
+    tally.delta()
+    assert tally.cycle
+
+
+def test_a_window_whose_leak_other_frees_hid_is_renewed() -> None:
+    # Positive control: a block a run, and another thread's free in the first
+    # window (step -1) nets 1 over 3 runs; the fresh window keeps 3.
+    kinds, attempts = _check([1, 1, 1, 1, -1, 1] + [1] * 10)
+    assert kinds == [FindingKind.LEAK]
+    assert attempts == 1 + SLOPE_WARMUPS + 3 + 3
+
+
+def test_a_cache_that_stops_filling_is_no_finding_after_renewals() -> None:
+    # Negative control: a cache that takes one more block now and then, then
+    # no more: the windows keep 1, 1, then nothing.
+    kinds, attempts = _check([1, 1, 1, 1, 0, 0, 1, 0, 0])
+    assert kinds == []
+    assert attempts == 1 + SLOPE_WARMUPS + 3 * 3
+
+
+def test_windows_are_renewed_at_most_renewals_times() -> None:
+    # A count that keeps netting 1 over 3 runs: noise, judged after the last window.
+    kinds, attempts = _check([1, 1, 1] + [1, 0, 0] * 10)
+    assert kinds == []
+    assert attempts == 1 + SLOPE_WARMUPS + 3 * (1 + RENEWALS)

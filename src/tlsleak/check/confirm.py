@@ -13,13 +13,20 @@ two ways:
   collection included), so that noise cancels out; the delta is the growth
   per run (rounded down).  Right for a process-wide counter (the ``heap``
   ledger: every malloc of the interpreter too), where a block freed a run
-  late, or between two runs, makes each run look leaky on its own.
+  late, or between two runs, makes each run look leaky on its own.  A
+  window that kept some growth but less than n is followed by a fresh one,
+  up to :data:`RENEWALS` times, and the last one judges: another thread's
+  frees in one window can hide a leak of a block a run, and seldom do so
+  in the next.
 
 Counters a ledger marks ``report_only`` (bytes) never confirm anything by
 themselves: they come along in the delta of a confirmed one.
 
 A leak is growth that survives a full collection; a *cycle* is growth that
-only the collection undoes (see :mod:`tlsleak.check.oracle`).
+only the collection undoes (see :mod:`tlsleak.check.oracle`).  When only
+slope counters grew, the first run's say is provisional and the window
+settles it: growth it keeps is a leak, growth of which it keeps nothing a
+cycle.
 """
 
 from __future__ import annotations
@@ -29,11 +36,16 @@ from typing import Final
 
 from tlsleak.ledgers import Counts, Ledger
 
-__all__ = ["CONFIRMS", "SLOPE_WARMUPS", "Tally", "slope_counters", "without"]
+__all__ = ["CONFIRMS", "RENEWALS", "SLOPE_WARMUPS", "Tally", "slope_counters", "without"]
 
 #: Unjudged runs before a slope verdict: caches that take a few attempts to
 #: fill are full by then.
 SLOPE_WARMUPS: Final = 2
+
+#: Times a slope window that kept less than one per run is replaced by a
+#: fresh one of n more runs (:meth:`Tally.unsettled`) before what it kept is
+#: called noise.
+RENEWALS: Final = 3
 
 #: How growth is confirmed: as each ledger asks, on every replay, by slope.
 CONFIRMS: Final = ("auto", "every", "slope")
@@ -78,6 +90,7 @@ class Tally:
         self.replays = replays
         self.order = tuple(order)
         self.cycle = False
+        self._by_slope = False  # whether only slope counters decided :attr:`cycle`
         self._recurring: dict[str, int] | None = None  # every replay: smallest growth
         self._made: dict[str, int] = {}  # by slope: each run's growth before collection
         self._first: Counts | None = None  # by slope: before the first replay,
@@ -92,8 +105,12 @@ class Tally:
 
         Slope counters decide only when no other one grew: on a first run
         they also count caches being filled, which no collection frees.
+        Their decision is provisional: one run of a process-wide count is
+        noisy (the collection may free an unrelated block the same run
+        left), so the replays' window settles it (:meth:`delta`).
         """
         exact = self.triggers(without(grown, self.slope))
+        self._by_slope = not exact
         self.cycle = not self.triggers(without(uncollected, self.slope) if exact else uncollected)
         return self.cycle
 
@@ -133,6 +150,23 @@ class Tally:
         """
         self._first, self._last = first, last
 
+    def renew(self) -> None:
+        """Start a fresh slope window (its ends come through :meth:`window`)."""
+        self._made = {}
+
+    def unsettled(self) -> bool:
+        """Whether the window kept some growth, but less than one per run: renew it.
+
+        A leak of a block or two per run in a process whose other threads
+        free blocks of their own now and then can net less than n over n
+        runs; a few more runs tell it from noise.
+        """
+        if self._first is None:
+            return False
+        held: dict[str, int] = {}
+        _add(held, self._first, self._last, self.slope)
+        return self.triggers({k: v for k, v in held.items() if 0 < v < self.replays})
+
     def delta(self) -> dict[str, int] | None:
         """Growth per attempt of every confirmed counter; None when nothing is confirmed."""
         n = self.replays
@@ -140,10 +174,17 @@ class Tally:
         if self._first is not None:
             _add(held, self._first, self._last, self.slope)
         sloped = {k: v // n for k, v in held.items() if v >= n}
+        made = {k: v // n for k, v in self._made.items() if v >= n}
+        if self._by_slope and self._first is not None:
+            # The window, n runs wide and taken after collection at both ends,
+            # says what survived better than the first run: a one-block leak
+            # whose first run's collection freed some other block is a leak,
+            # and growth of which nothing at all survived is a cycle.
+            kept = self.triggers({k: v for k, v in held.items() if v > 0})
+            self.cycle = not self.triggers(sloped) and (self.cycle or not kept)
         if self.cycle:
             # Growth that collection undid, unless the replays leaked for real.
-            real = self.triggers(sloped)
-            sloped = {} if real else {k: v // n for k, v in self._made.items() if v >= n}
+            sloped = {} if self.triggers(sloped) else made
         recurring = self._recurring or {}
         if not (self.triggers(recurring) or self.triggers(sloped)):
             return None

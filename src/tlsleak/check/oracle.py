@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, Final, Protocol, runtime_checkable
 
 from tlsleak.cases.case import InitCase
-from tlsleak.check.confirm import CONFIRMS, SLOPE_WARMUPS, Tally, slope_counters
+from tlsleak.check.confirm import CONFIRMS, RENEWALS, SLOPE_WARMUPS, Tally, slope_counters
 from tlsleak.check.verdict import (
     OWNERSHIP,
     PROMPTED,
@@ -309,7 +309,7 @@ class Oracle:
         # Counters that judge no cycles count their growth as surviving: the
         # slope window decides whether it is a leak.
         kept = {n: v for n, v in grown.items() if n in self._no_cycles}
-        cycle = tally.decide_cycle(grown, {**uncollected, **kept})
+        tally.decide_cycle(grown, {**uncollected, **kept})
         warmups = max(self.warmups, SLOPE_WARMUPS) if tally.slope else self.warmups
         # With a slope, the last warm-up shapes the tally (see _slope_replays).
         for _ in range(warmups - 1 if tally.slope else warmups):
@@ -324,8 +324,9 @@ class Oracle:
         recurring = tally.delta()
         if recurring is None:
             return None
-        kind = FindingKind.CYCLE if cycle else FindingKind.LEAK
-        sites, lost = ((), None) if cycle else self._attribute(case)
+        # The replays may have settled what the first run suggested (Tally.delta).
+        kind = FindingKind.CYCLE if tally.cycle else FindingKind.LEAK
+        sites, lost = ((), None) if tally.cycle else self._attribute(case)
         first = min((s for s in sites if s.first), key=lambda s: s.first, default=None)
         return Finding(
             kind,
@@ -392,7 +393,8 @@ class Oracle:
         measured after a full collection (which also empties the
         interpreter's free lists), at the same point, and written into an
         array made before the first (storing into it makes no object): a
-        correct target nets zero.
+        correct target nets zero.  An unsettled window (:meth:`Tally.unsettled`)
+        is followed by a fresh one from where it ended.
         """
         names = sorted(tally.slope)
         ends = array("q", bytes(16 * len(names)))
@@ -400,14 +402,20 @@ class Oracle:
         tally.add(again, survived, (before, before, collected))
         del again, survived, before, _ran, collected
         self._mark(ends, names, 0)
-        for _ in range(self.replays):
-            tally.add(*self._measured(case))
-        self._mark(ends, names, len(names))
         width = len(names)
-        tally.window(
-            {name: ends[i] for i, name in enumerate(names)},
-            {name: ends[width + i] for i, name in enumerate(names)},
-        )
+        for renewal in range(1 + RENEWALS):
+            if renewal:
+                if not tally.unsettled():
+                    break
+                ends[:width] = ends[width:]  # the fresh window starts where the last ended
+                tally.renew()
+            for _ in range(self.replays):
+                tally.add(*self._measured(case))
+            self._mark(ends, names, width)
+            tally.window(
+                {name: ends[i] for i, name in enumerate(names)},
+                {name: ends[width + i] for i, name in enumerate(names)},
+            )
 
     def _mark(self, ends: array[int], names: Sequence[str], at: int) -> None:
         """Write the counts ``names`` after a full collection into ``ends`` from ``at``."""
