@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,26 @@ def test_a_module_path_target_is_named_before_it_is_imported(
     assert captured.out.startswith("target: tlsleak_no_such_module_xyz:init (")
     assert "imports it" in captured.out
     assert "cannot import" in captured.err
+
+
+def test_a_reproducer_that_gives_another_finding_is_never_called_gone(
+    tmp_path: Path, valid_case: InitCase, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A leak folder of the leaky control, then the same folder saying it was
+    # a cycle (as a noisy first run once judged gRPC's leak): replay finds the
+    # leak, which is not the stored finding, but neither is it gone.
+    cases, out = tmp_path / "cases", tmp_path / "out"
+    cases.mkdir()
+    write_case(cases, replace(valid_case, key=b"not a key"))  # the control leaks on failure
+    assert main(["check", "control-leaky", str(cases), "--out", str(out)]) == 1
+    capsys.readouterr()
+    (folder,) = [f for f in _folders(out) if f.name.startswith("leak-")]
+    assert main(["replay", str(folder)]) == 1  # negative control: as stored, still there
+    assert "still there" in capsys.readouterr().out
+    _edit(folder, kind="cycle")
+    assert main(["replay", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert "gone" not in captured.out
+    (line,) = captured.err.splitlines()
+    assert "cannot reproduce exactly" in line
+    assert "now gives control-leaky | leak" in line

@@ -1,10 +1,12 @@
 """``tlsleak replay``: re-run a stored finding's reproducer, exactly as ``check`` ran it.
 
 Three results: **still there** (the same finding appears: exit 1, or 0 when
-``--fail-on`` does not gate its kind), **gone** (exit 0), and **cannot
-reproduce exactly** (exit 2, one line saying what differs and what to do): an
-allocation failure whose warm-up run counts differently from the stored one
-is failing another allocation, so its absence proves nothing.
+``--fail-on`` does not gate its kind), **gone** (no finding at all: exit 0),
+and **cannot reproduce exactly** (exit 2, one line saying what differs and
+what to do): an allocation failure whose warm-up run counts differently from
+the stored one is failing another allocation, so its absence proves nothing;
+and a reproducer that now gives *other* findings (another kind, or another
+signature) has not been shown fixed either.
 
 A finding folder names code to run: ``replay`` loads only a built-in target,
 a ``c:`` library (by the absolute path stored with it, warning when its sha256
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Final
@@ -105,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         return verdict_exit([recorded.kind], args.fail_on)
     if reproduction is not None and not reproduction.same_count:
         stderr_message(_not_exactly(args.folder, stored, reproduction))
+        return EXIT_USAGE
+    if verdict is not None and verdict.findings:
+        # Another finding (another kind, or the same one named differently,
+        # e.g. after the library changed): the stored one may be behind it.
+        stderr_message(_changed(args.folder, recorded, verdict.findings))
         return EXIT_USAGE
     print("gone: the reproducer no longer gives this finding")
     return EXIT_CLEAN
@@ -202,4 +210,15 @@ def _not_exactly(folder: Path, stored: StoredFinding, reproduction: Reproduction
         f"cannot reproduce exactly: the warm-up run made {reproduction.point.warmup_allocations} "
         f"allocations, the stored one {point.warmup_allocations} (the library or OpenSSL "
         f"changed), so allocation {point.fail_at} is another one now; {again}"
+    )
+
+
+def _changed(folder: Path, recorded: Finding, found: Sequence[Finding]) -> str:
+    """The one line for a reproducer that gives findings, but not the stored one."""
+    now = ", ".join(sorted({f.signature for f in found}))
+    return (
+        f"cannot reproduce exactly: {folder} now gives {now}, not the stored "
+        f"{recorded.signature}; if that is the same bug, store it again with "
+        f"'tlsleak check {recorded.target} {folder / 'reproducer'}"
+        f"{' --fail-alloc' if recorded.fail_at is not None else ''} --out DIR'"
     )
