@@ -123,7 +123,8 @@ class IsolatedOracle:
     """An :class:`~tlsleak.check.oracle.Oracle` for ``target`` (a spec), run in a child process.
 
     ``log`` is the file the child's stderr is appended to (private, 0600);
-    by default a temporary file that :meth:`close` removes.
+    by default a temporary file that :meth:`close` removes.  ``ledgers=[]``
+    counts nothing: the verdicts then only say how each case ended.
     """
 
     def __init__(
@@ -223,6 +224,8 @@ class IsolatedOracle:
         argv += ["--replays", str(self.replays)]
         for name in self.ledger_names or ():
             argv += ["--ledger", name]
+        if self.ledger_names == []:  # none at all (tlsleak diff: acceptance only)
+            argv.append("--no-ledgers")
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -384,10 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("replies", type=int)
     parser.add_argument("--replays", type=int, default=DEFAULT_REPLAYS)
     parser.add_argument("--ledger", action="append", dest="ledgers")
+    parser.add_argument("--no-ledgers", action="store_true")
     args = parser.parse_args(argv)
     try:
         target = resolve_target(args.target)
-        oracle = Oracle(target, ledgers=args.ledgers, replays=args.replays).start()
+        ledgers = [] if args.no_ledgers else args.ledgers
+        oracle = Oracle(target, ledgers=ledgers, replays=args.replays).start()
     except (UnknownTarget, LedgerUnavailable, ValueError, KeyError) as exc:
         # str() of a KeyError quotes its message; other messages keep their own quotes.
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)

@@ -20,7 +20,7 @@ from tlsleak._version import __version__
 from tlsleak.cases.files import CorpusError
 from tlsleak.check.findings import FindingError
 from tlsleak.check.worker import WorkerError
-from tlsleak.cli import catalogue, check, corpus, export, fuzz, replay
+from tlsleak.cli import catalogue, check, corpus, diff, export, fuzz, replay
 from tlsleak.cli._common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     catalogue.add_parsers(commands)
     check.add_parser(commands)
     replay.add_parser(commands)
+    diff.add_parser(commands)
     export.add_parser(commands)
     fuzz.add_parser(commands)
     corpus.add_parser(commands)
