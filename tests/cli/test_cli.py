@@ -211,3 +211,21 @@ def test_docs_mutation_tables_are_up_to_date(capsys: pytest.CaptureFixture[str])
     tables = capsys.readouterr().out
     docs = Path(__file__).resolve().parents[2] / "docs" / "mutations.md"
     assert docs.read_text().endswith(tables), "regenerate docs/mutations.md (see its header)"
+
+
+def test_fuzz_without_atheris_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # atheris is the `fuzz` extra: a missing one is one line and exit 2, and
+    # no campaign folder is made.
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "atheris" else real(name, *a)
+    )
+    out = tmp_path / "out"
+    assert main(["fuzz", "control-fixed", "--time", "1", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "pip install 'tlsleak[fuzz]'" in line
+    assert not out.exists()

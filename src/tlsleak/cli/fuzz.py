@@ -131,6 +131,7 @@ def add_parser(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    _require_atheris()
     from rich.console import Console
 
     from tlsleak.fuzz.progress import summary_table, summary_title
@@ -146,6 +147,21 @@ def run(args: argparse.Namespace) -> int:
             "replay one with: tlsleak replay FOLDER"
         )
     return campaign_exit(status, signum, args.fail_on)
+
+
+def _require_atheris() -> None:
+    """One line, not a worker's ImportError, when the fuzzing extra is missing.
+
+    atheris is an extra (``tlsleak[fuzz]``): it has no wheels for macOS or
+    Linux on ARM, and nothing but campaigns needs it.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("atheris") is None:
+        raise UsageError(
+            "tlsleak fuzz needs atheris, which is not installed: pip install 'tlsleak[fuzz]' "
+            "(check, replay and the property tests work without it)"
+        )
 
 
 def run_campaign(options: CampaignOptions, *, quiet: bool) -> tuple[CampaignStatus, int | None]:
