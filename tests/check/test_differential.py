@@ -71,6 +71,13 @@ def test_damage_leaves_unknown_what_it_hides() -> None:
     assert material_of(InitCase()) == Seen()
 
 
+def test_an_eddsa_identifier_beside_an_ec_key_is_the_signatures() -> None:
+    case = _base(KeyType.EC_P256, cert_encoding=Encoding.DER)
+    ed448 = bytes.fromhex("06032b6571")  # a signature relabelled Ed448
+    assert material_of(InitCase(cert=case.cert + ed448)).key_types == {"ec-p256"}
+    assert material_of(InitCase(cert=ed448)).key_types == {"ed448"}
+
+
 def test_supports_needs_every_seen_key_type_and_matches_what_is_unknown() -> None:
     rsa = Material("rsa2048", "pem", "pkcs8", "pem")
     ed = Material("ed25519", "pem", "pkcs8", "pem")

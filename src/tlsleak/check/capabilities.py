@@ -142,6 +142,7 @@ _KEY_LABELS: Final = {
     b"ENCRYPTED PRIVATE KEY": KeyFormat.PKCS8_ENCRYPTED.value,
 }
 
+_EDWARDS: Final = frozenset({KeyType.ED25519.value, KeyType.ED448.value})
 _LABEL: Final = re.compile(rb"-----BEGIN ([^-\r\n]{1,64})-----")
 _NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/]")
 _PBES2: Final = der.oid("1.2.840.113549.1.5.13")
@@ -185,7 +186,11 @@ def _ders(blob: bytes) -> list[bytes]:
 
 
 def _key_types(ders: Iterable[bytes]) -> set[str]:
-    return {name for data in ders for name, oid in _KEY_OIDS.items() if oid in data}
+    found = {name for data in ders for name, oid in _KEY_OIDS.items() if oid in data}
+    # The EdDSA identifiers name a signature as well as a key; RSA's and EC's
+    # name only keys.  Beside an RSA or EC key, an EdDSA one is a signature's
+    # (cert-signature-algorithm-mismatch relabels the signature Ed448).
+    return found - _EDWARDS if found - _EDWARDS else found
 
 
 def _key_format(blob: bytes) -> str | None:

@@ -1,8 +1,8 @@
 """``tlsleak diff``: run the same cases through several targets and report where they differ.
 
 The arguments are targets, then case files or folders (as ``check`` takes
-them): each argument up to the first one that names something on disk (and
-is not a target's name) is a target.  The comparison itself is
+them): each argument up to the first one that has a slash or names something
+on disk (and is not a target's name or ``c:PATH``) is a target.  The comparison itself is
 :mod:`tlsleak.check.differential`; the reports are
 :mod:`tlsleak.reports.differential`.
 """
