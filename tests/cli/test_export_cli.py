@@ -5,7 +5,9 @@ and for the leaky C control is exported, and the exported ``reproduce.py`` run
 by an interpreter that cannot import tlsleak, and ``reproduce.c`` compiled and
 run, print growth that is positive and grows every round.  Negative controls:
 the same export for ``control-fixed``, and the same C driver run on the fixed
-C control, stay flat.  Bad input is one line and exit status 2.
+C control, stay flat.  The real stacks' scripts (mbedtls, grpc, mongoose) show
+their stack's known leaks and stay flat where the stack is clean.  Bad input
+is one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tlsleak.cases.case import InitCase
+from tlsleak.cases.case import InitCase, Mode
 from tlsleak.cases.files import write_case
+from tlsleak.cases.material import KeyFormat, KeyType, cert_bytes, identity, key_bytes
 from tlsleak.check.findings import FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.cli import main
@@ -31,8 +35,15 @@ from tlsleak.targets.base import Outcome, Status
 
 #: Small rounds: a leaky attempt loses tens of KB, and the machine is shared.
 ROUNDS, ATTEMPTS = 3, 400
-#: The modules the exported scripts import besides the standard library.
-STACK_MODULES = ("cryptography", "OpenSSL", "cffi", "_cffi_backend", "typing_extensions")
+#: The modules the exported scripts import besides the standard library (those installed).
+STACK_MODULES = (
+    "cryptography",
+    "OpenSSL",
+    "cffi",
+    "_cffi_backend",
+    "typing_extensions",
+    *("mbedtls", "certifi", "grpc", "cymongoose"),  # the real stacks, where installed
+)
 
 
 def _check_and_export(
@@ -55,7 +66,7 @@ Interpreter = tuple[list[str], dict[str, str]]
 
 @pytest.fixture(scope="module")
 def plain_python(tmp_path_factory: pytest.TempPathFactory) -> Interpreter:
-    """An interpreter command that has cryptography and pyOpenSSL but cannot import tlsleak.
+    """An interpreter command that has the stacks (cryptography, pyOpenSSL...) but not tlsleak.
 
     This interpreter without its site-packages (``-S``, where the editable
     install puts tlsleak), with a folder of links to the stack's packages only.
@@ -203,19 +214,143 @@ def test_each_template_accepts_and_rejects_what_its_target_does(
         ("cert", bad_cert_case),
         ("key", bad_key_case),
     ]:
-        finding = Finding(FindingKind.LEAK, target, case, Outcome(Status.ACCEPTED), delta={"x": 1})
-        folder, _ = FindingStore(tmp_path / "findings" / name).add(finding, case)
-        export_finding(folder, tmp_path / name)
-        script = tmp_path / name / "reproduce.py"
+        script = _export_made(tmp_path, target, case, name)
         # A long warm-up: once in a full suite run, the ssl template's third
         # round still showed ~45 B an attempt after 500 (caches filling slowly,
-        # the increments shrinking), which the script's verdict calls growth.
+        # the increments shrinking), which the script's verdict called growth.
         output = _run_script(
             plain_python, script, "--attempts", "100", "--warmup", "2000", cwd=tmp_path
         )
-        accepted = made.run(case).status is Status.ACCEPTED
-        assert ("outcome: accepted" in output) == accepted, (name, output)
+        _same_verdict(made.run(case).status, output, name)
         assert abs(_rows(output)[-1][3]) < 100_000, (name, output)
+
+
+def _export_made(tmp_path: Path, target: str, case: InitCase, name: str) -> Path:
+    """A finding folder made for ``case`` on ``target`` (no check run), exported: the script."""
+    finding = Finding(FindingKind.LEAK, target, case, Outcome(Status.ACCEPTED), delta={"x": 1})
+    folder, _ = FindingStore(tmp_path / "findings" / name).add(finding, case)
+    export_finding(folder, tmp_path / name)
+    return tmp_path / name / "reproduce.py"
+
+
+def _same_verdict(status: Status, output: str, name: str) -> None:
+    """The script accepted the case exactly when the target did."""
+    assert ("outcome: accepted" in output) == (status is Status.ACCEPTED), (name, output)
+
+
+# --- the real stacks ----------------------------------------------------------------
+#
+# Each stack script runs the target's init path on the stack's public API.
+# Positive controls are the stacks' known leaks (docs/grpc.md, docs/mongoose.md);
+# python-mbedtls's path has none (docs/mbedtls.md), so its positive control is
+# a leak planted in the exported script.  Few attempts per round, but a warm-up
+# past the stacks' one-off caches; the verdict judges growth after round 1.
+
+
+def _stack_run(python: Interpreter, script: Path, *options: str, status: int) -> list[list[int]]:
+    output = _run_script(python, script, *options, status=status)
+    assert output.splitlines()[1].startswith("stack: "), output  # the version it ran on
+    return _rows(output)
+
+
+def test_the_exported_mongoose_script_loses_a_server_ca_bundle_and_not_one_certificate(
+    tmp_path: Path, plain_python: Interpreter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Mongoose's server keeps the first CA certificate's DER and loses the others."""
+    pytest.importorskip("cymongoose")
+    ident = identity(KeyType.EC_P256)
+    server = InitCase(
+        Mode.SERVER, cert=cert_bytes(ident.leaf), key=key_bytes(ident.key, KeyFormat.SEC1)
+    )
+    bundle = replace(server, ca=cert_bytes(ident.root) + cert_bytes(ident.chain[0]))
+    into = _check_and_export(tmp_path / "bundle", "mongoose", bundle, capsys)
+    options = ("--warmup", "300")
+    rows = _stack_run(plain_python, into / "reproduce.py", *options, status=1)
+    assert rows[-1][5] >= 16_000, rows  # heap per 1000 attempts: a lost DER buffer each
+    made = resolve_target("mongoose")
+    for name, case in [
+        ("one", replace(server, ca=cert_bytes(ident.root))),
+        ("key", replace(server, key=b"junk")),  # "EC private key: invalid ASN.1"
+    ]:
+        script = _export_made(tmp_path, "mongoose", case, name)
+        output = _run_script(plain_python, script, *options, status=0)
+        _same_verdict(made.run(case).status, output, name)
+
+
+def test_the_exported_grpc_script_shows_a_refused_server_leak_and_no_client_leak(
+    tmp_path: Path,
+    bad_cert_case: InitCase,
+    valid_client_case: InitCase,
+    bad_key_case: InitCase,
+    plain_python: Interpreter,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server whose add_secure_port refused the material is never freed (grpc/grpc#31509)."""
+    pytest.importorskip("grpc")
+    into = _check_and_export(tmp_path / "refused", "grpc", bad_cert_case, capsys)
+    options = ("--warmup", "300")
+    output = _run_script(plain_python, into / "reproduce.py", *options, status=1)
+    assert "outcome: rejected: add_secure_port refused the credentials" in output
+    assert _rows(output)[-1][5] > 1_000_000, output  # over a KB an attempt
+    # Client mode is clean: a channel to a closed loopback port, accepted or not.
+    made = resolve_target("grpc")
+    client_key = replace(bad_key_case, mode=Mode.CLIENT)
+    for name, case in [("client", valid_client_case), ("client-key", client_key)]:
+        script = _export_made(tmp_path, "grpc", case, name)
+        output = _run_script(plain_python, script, *options, status=0)
+        _same_verdict(made.run(case).status, output, name)
+
+
+def test_the_exported_grpc_script_shows_the_server_credentials_key_pair_array_leak(
+    tmp_path: Path, valid_case: InitCase, plain_python: Interpreter
+) -> None:
+    """An accepted server loses ssl_server_credentials' 24-byte key-pair array, no more."""
+    pytest.importorskip("grpc")
+    script = _export_made(tmp_path, "grpc", valid_case, "accepted")
+    # One 32-byte chunk an attempt under a few KB of noise a round: more attempts.
+    options = ("--rounds", "4", "--attempts", "800", "--warmup", "400")
+    command, env = plain_python
+    done = subprocess.run(
+        [*command, str(script), *options], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "outcome: accepted" in done.stdout
+    verdict = done.stdout.splitlines()[-1]
+    per_attempt = int(verdict.split("heap in use +")[1].split()[0])
+    assert 16 <= per_attempt < 100, done.stdout  # about 32: the one block
+
+
+def test_the_exported_mbedtls_script_matches_the_target_and_shows_a_planted_leak(
+    tmp_path: Path,
+    valid_case: InitCase,
+    valid_client_case: InitCase,
+    bad_cert_case: InitCase,
+    bad_key_case: InitCase,
+    plain_python: Interpreter,
+) -> None:
+    """python-mbedtls's path is clean; the same script keeping its contexts is not."""
+    pytest.importorskip("mbedtls")
+    made = resolve_target("mbedtls")
+    options = ("--warmup", "200", "--attempts", "200")  # some ms an attempt, and flat
+    for name, case in [
+        ("server", valid_case),
+        ("client", valid_client_case),
+        ("cert", bad_cert_case),
+        ("key", bad_key_case),
+    ]:
+        script = _export_made(tmp_path, "mbedtls", case, name)
+        output = _run_script(plain_python, script, *options, status=0)
+        _same_verdict(made.run(case).status, output, name)
+        assert abs(_rows(output)[-1][3]) < 100_000, (name, output)
+    # The planted leak: every ServerContext (its mbedtls_ssl_config) kept.
+    script = tmp_path / "server" / "reproduce.py"
+    made_context = '        raise Rejected(f"context: {exc}") from None\n'
+    source = script.read_text()
+    assert made_context in source
+    planted = source.replace(made_context, made_context + "    KEPT.append(made.context)\n")
+    script.write_text(planted.replace("\ndef init(case):", "\nKEPT = []\n\n\ndef init(case):"))
+    rows = _stack_run(plain_python, script, *options, status=1)
+    assert rows[-1][5] > 100_000, rows  # over 100 bytes an attempt
 
 
 # --- the C driver ---------------------------------------------------------------------
@@ -312,9 +447,9 @@ def test_bad_input_is_one_line_and_exit_status_2(
     bad_dir = str(tmp_path / "file" / "export")
     assert "cannot write" in _one_line_error(capsys, ["export", str(folder), "--into", bad_dir])
     data = json.loads((folder / "finding.json").read_text())
-    (folder / "finding.json").write_text(json.dumps({**data, "target": "mbedtls"}))
+    (folder / "finding.json").write_text(json.dumps({**data, "target": "wolfssl"}))
     refused = _one_line_error(capsys, ["export", str(folder), "--into", other])
-    assert "no standalone template for target 'mbedtls'" in refused
+    assert "no standalone template for target 'wolfssl'" in refused
     (folder / "finding.json").write_text("{not json")
     assert "not valid JSON" in _one_line_error(capsys, ["export", str(folder), "--into", other])
     assert "--into" in _one_line_error(capsys, ["export", str(folder)])

@@ -9,8 +9,11 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
+import runpy
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,6 +100,9 @@ def test_a_control_leak_exports_blobs_a_script_without_tlsleak_and_a_report(
         ("control-fixed", "cryptography"),
         ("pyopenssl", "OpenSSL"),
         ("ssl", "ssl"),
+        ("mbedtls", "mbedtls"),
+        ("grpc", "grpc"),
+        ("mongoose", "cymongoose"),
         ("mylib.tls:Init.run", "importlib"),
     ],
 )
@@ -188,9 +194,66 @@ def test_blob_files_are_named_by_their_encoding_and_empty_ones_left_out() -> Non
     assert set(blob_files(case, c_abi=True)) == {"ca.pem", "cert.der"}
 
 
+@pytest.mark.parametrize(
+    ("target", "package"),
+    [("mbedtls", "python-mbedtls"), ("grpc", "grpcio"), ("mongoose", "cymongoose")],
+)
+def test_a_stack_script_says_what_it_needs_and_reaches_nothing_but_loopback(
+    tmp_path: Path, target: str, package: str
+) -> None:
+    files = render(load_stored(_stored(tmp_path, target)))
+    report = files["REPORT.md"].decode()
+    assert f"Needs Python 3 with `{package}` (`pip install {package}`)" in report
+    assert "the finding does not record the version it was made with" in report
+    assert f"stack: {package} N.N.N" in report  # the expected output's version line
+    script = files["reproduce.py"].decode()
+    assert "STACK = f" in script  # the script prints the version it runs on
+    # The only address a script names is loopback (Mongoose's SNTP server
+    # appears in a comment saying why it is never asked).
+    assert set(re.findall(r"\b\d+\.\d+\.\d+\.\d+\b", script)) <= {"127.0.0.1"}
+
+
 def test_an_unknown_target_is_refused_in_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ExportError, match="no standalone template for target 'mbedtls'"):
-        render(load_stored(_stored(tmp_path, "mbedtls")))
+    with pytest.raises(ExportError, match="no standalone template for target 'wolfssl'"):
+        render(load_stored(_stored(tmp_path, "wolfssl")))
+
+
+# --- the script's verdict -------------------------------------------------------
+
+
+@pytest.fixture
+def heap_growth(tmp_path: Path) -> Callable[[list[int], int], tuple[float, bool]]:
+    """The exported script's own ``heap_growth``, from a script loaded without running main."""
+    export_finding(_stored(tmp_path, "control-fixed"), tmp_path / "export")
+    script = runpy.run_path(str(tmp_path / "export" / "reproduce.py"), run_name="reproduce")
+    function: Callable[[list[int], int], tuple[float, bool]] = script["heap_growth"]
+    return function
+
+
+@pytest.mark.parametrize(
+    ("ends", "attempts", "leak"),
+    [
+        # Positive controls, measured: grpcio's key-pair array (one 24-byte
+        # block, a 32-byte chunk, an attempt; a round's noise is +-8 KB) and
+        # Mongoose's lost CA-bundle DER, both at about 32 bytes an attempt.
+        ([33344, 76192, 108704, 134768, 167408], 1000, True),
+        ([32128, 64208, 96208], 1000, True),
+        ([21904000, 43808000, 65712000], 1000, True),  # the leaky control
+        # Negative controls: a one-off jump at round 1, free-list noise, and
+        # a cache filling up, less each round (45 bytes an attempt, then less).
+        ([44480, 44480, 44480], 100, False),
+        ([-3824, -5840, -4736, -2832, 3200, 3264], 200, False),
+        ([9000, 13500, 16000, 17000], 100, False),
+    ],
+)
+def test_the_verdict_calls_steady_growth_and_not_noise_or_a_cache_filling_up(
+    heap_growth: Callable[[list[int], int], tuple[float, bool]],
+    ends: list[int],
+    attempts: int,
+    leak: bool,
+) -> None:
+    slope, dying = heap_growth(ends, attempts)
+    assert (slope >= 16 and not dying) is leak, (slope, dying)
 
 
 # --- writing ------------------------------------------------------------------

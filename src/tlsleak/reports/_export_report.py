@@ -15,6 +15,7 @@ from typing import Final
 from tlsleak._version import __version__
 from tlsleak.check.findings import LibraryRecord, StoredFinding
 from tlsleak.check.oracle import Finding, FindingKind
+from tlsleak.reports._export_stacks import STACK_PACKAGES
 
 __all__ = ["report"]
 
@@ -38,16 +39,20 @@ _NEEDS: Final = {
     "pyopenssl": "Python 3 with `pyOpenSSL`",
     "ssl": "Python 3 (the standard `ssl` module)",
     "callable": "Python 3 and the module under test (run it where that module imports)",
+    **{
+        kind: f"Python 3 with `{package}` (`pip install {package}`)"
+        for kind, package in STACK_PACKAGES.items()
+    },
 }
 
 _PY_OUTPUT: Final = """\
-target: {target} ({mode} mode)
+target: {target} ({mode} mode){stack}
 outcome: {outcome}
 growth since the warm-up (rss and heap in bytes; heap = mallinfo2 in use):
 round  attempts          rss         heap   fds    heap/1000     rss/1000  fds/1000
     1      1000    +NNNNNNNN    +NNNNNNNN    +0    +NNNNNNNN    +NNNNNNNN      +0.0
   ...
-verdict: grows every round (heap in use +NNNNN bytes per attempt): exit status 1
+verdict: grows steadily (heap in use +NNNNN bytes per attempt): exit status 1
 """
 
 _C_OUTPUT: Final = """\
@@ -67,8 +72,13 @@ def report(
     title: str,
     library: LibraryRecord | None,
     names: Mapping[str, str],
+    stack_version: str | None = None,
 ) -> str:
-    """The Markdown text of REPORT.md; ``names`` maps case fields to the files holding them."""
+    """The Markdown text of REPORT.md; ``names`` maps case fields to the files holding them.
+
+    ``stack_version``: for a stack target, its package's version where the
+    export ran (a finding folder does not record the one it was made with).
+    """
     finding = stored.finding
     parts = [
         f"# {title}\n",
@@ -76,7 +86,7 @@ def report(
         _what(finding),
         _where(finding),
         _input(stored, kind, names),
-        _run(stored, kind, library),
+        _run(stored, kind, library, stack_version),
     ]
     if finding.fail_at is not None:
         parts.append(_fail_point(stored, driver=library is not None))
@@ -162,7 +172,9 @@ def _input(stored: StoredFinding, kind: str, names: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(stored: StoredFinding, kind: str, library: LibraryRecord | None) -> str:
+def _run(
+    stored: StoredFinding, kind: str, library: LibraryRecord | None, stack_version: str | None
+) -> str:
     finding, mode = stored.finding, stored.reproducer.mode.value
     if library is not None:
         how = [
@@ -183,14 +195,17 @@ def _run(stored: StoredFinding, kind: str, library: LibraryRecord | None) -> str
         measure = "`heap` and `blocks`"
     else:
         how = [
-            f"Needs {_NEEDS[kind]}; tlsleak is not needed.\n",
+            f"Needs {_NEEDS[kind]}; tlsleak is not needed.{_versions(kind, stack_version)}\n",
             "```sh",
             "python3 reproduce.py [--rounds 5] [--attempts 1000] [--warmup 200]",
             "```\n",
             "The script holds the init path and runs it on the files here. Expected output:\n",
             "```",
             _PY_OUTPUT.format(
-                target=finding.target, mode=mode, outcome=_expected_outcome(finding)
+                target=finding.target,
+                mode=mode,
+                stack=f"\nstack: {STACK_PACKAGES[kind]} N.N.N" if kind in STACK_PACKAGES else "",
+                outcome=_expected_outcome(finding),
             ).rstrip(),
             "```",
         ]
@@ -206,6 +221,23 @@ def _run(stored: StoredFinding, kind: str, library: LibraryRecord | None) -> str
         "ending) shows it; the growth columns show nothing in particular."
     )
     return "## Reproduce\n\n" + "\n".join(how) + "\n" + tail + "\n"
+
+
+def _versions(kind: str, stack_version: str | None) -> str:
+    """For a stack target: the version exported with, and that the script prints its own."""
+    if kind not in STACK_PACKAGES:
+        return ""
+    package = STACK_PACKAGES[kind]
+    where = (
+        f"`{package}` {stack_version} was installed where this was exported"
+        if stack_version
+        else f"`{package}` was not installed where this was exported"
+    )
+    return (
+        f" {where} (the finding does not record the version it was made with; tlsleak "
+        "checks a target with the version it imports); the script prints the version it "
+        "runs on (`stack:`)."
+    )
 
 
 def _expected_outcome(finding: Finding) -> str:

@@ -7,7 +7,8 @@ writes into ``DIR``:
 * the reproducer's blobs as files (``ca.pem``/``cert.der``/``key.pem``...,
   ``password``, ``server_name``, each only when the case has it);
 * for a Python target, ``reproduce.py``: the target's init path written out
-  from a template (:mod:`._export_templates`) that loops on those blobs and
+  from a template (:mod:`._export_templates`; the real stacks' in
+  :mod:`._export_stacks`) that loops on those blobs and
   prints the growth of RSS, glibc's heap in use and the fd count per 1,000
   attempts; for a user callable it imports the user's ``module:function``;
 * for a ``c:`` target, ``reproduce.c`` (a driver that dlopens the library
@@ -28,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Final
 
@@ -37,6 +39,7 @@ from tlsleak.cases.case import InitCase, Mode
 from tlsleak.check.findings import LibraryRecord, StoredFinding, load_stored
 from tlsleak.check.oracle import Finding, FindingKind, format_delta
 from tlsleak.reports._export_report import report
+from tlsleak.reports._export_stacks import STACK_INIT, STACK_PACKAGES
 from tlsleak.reports._export_templates import C_DRIVER, PY_INIT, PY_SCRIPT, fill
 from tlsleak.reports._export_write import MARKER, ExportError, write_export
 from tlsleak.targets.clib import C_PREFIX, DEFAULT_SYMBOL
@@ -53,18 +56,19 @@ _C_NAME: Final = re.compile(_IDENTIFIER)
 
 
 def target_kind(target: str) -> str:
-    """Which template exports ``target``: control, pyopenssl, ssl, callable or c."""
+    """Which template exports ``target``: control, pyopenssl, ssl, a stack's name, callable or c."""
     if target in _CONTROLS:
         return "control"
-    if target in ("pyopenssl", "ssl"):
+    if target in ("pyopenssl", "ssl") or target in STACK_INIT:
         return target
     if target.startswith(C_PREFIX):
         return "c"
     if _MODULE_PATH.fullmatch(target):
         return "callable"
     raise ExportError(
-        f"no standalone template for target {target!r} (there are templates for "
-        "pyopenssl, ssl, control-leaky, control-fixed, c:LIBRARY and package.module:function)"
+        f"no standalone template for target {target!r} (there are templates for pyopenssl, "
+        f"ssl, {', '.join(STACK_INIT)}, control-leaky, control-fixed, c:LIBRARY and "
+        "package.module:function)"
     )
 
 
@@ -95,7 +99,8 @@ def render(stored: StoredFinding) -> dict[str, bytes]:
         files["Makefile"] = _MAKEFILE.encode()
     else:
         files["reproduce.py"] = _python_script(stored, kind, names, title).encode()
-    files["REPORT.md"] = report(stored, kind, title, library, names).encode()
+    version = _installed(STACK_PACKAGES[kind]) if kind in STACK_PACKAGES else None
+    files["REPORT.md"] = report(stored, kind, title, library, names, version).encode()
     files[MARKER] = ("\n".join(sorted([*files, MARKER])) + "\n").encode()
     return files
 
@@ -128,6 +133,14 @@ def library_of(target: str) -> LibraryRecord:
     return LibraryRecord(path, symbol, "")
 
 
+def _installed(package: str) -> str | None:
+    """The version of ``package`` installed here (read from its metadata, not imported)."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _title(finding: Finding, library: LibraryRecord | None) -> str:
     what = finding.target
     if library is not None:
@@ -142,7 +155,7 @@ def _python_script(stored: StoredFinding, kind: str, names: Mapping[str, str], t
     finding, case = stored.finding, stored.reproducer
     fields = ("ca", "cert", "key", "password", "server_name")
     files = {field: repr(names.get(field, "")) for field in fields}
-    init = PY_INIT[kind]
+    init = STACK_INIT.get(kind) or PY_INIT[kind]
     if kind == "control":
         init = fill(init, leaky=str(_CONTROLS[finding.target]))
     elif kind == "ssl":
