@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import given
 
 from tlsleak import FindingKind, InitCase, Oracle, Status, assert_no_leaks
+from tlsleak.cases.hooks import note_outcome
 from tlsleak.sharing import corpus_examples, keep_failures
 from tlsleak.strategies import init_cases, malformed_cases
 from tlsleak.targets import resolve_target
@@ -46,6 +47,8 @@ def test_control_fixed_keeps_every_count_at_baseline(case: InitCase) -> None:
 def test_control_leaky_is_caught_exactly_when_it_fails(case: InitCase) -> None:
     with Oracle(CONTROL_LEAKY) as oracle:
         verdict = oracle.check(case)
+    # assert_no_leaks records these itself; --hypothesis-show-statistics shows them.
+    note_outcome(verdict.outcome.status, verdict.outcome.step)
     if verdict.outcome.status is Status.REJECTED:
         [finding] = verdict.findings
         assert finding.kind is FindingKind.LEAK

@@ -35,6 +35,7 @@ from hypothesis.strategies import DrawFn, SearchStrategy
 
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.cases.defects import DEFECTS, Base, Defect, Needs
+from tlsleak.cases.hooks import note, quiet
 from tlsleak.cases.material import Encoding, KeyFormat, KeyType
 
 __all__ = [
@@ -266,7 +267,13 @@ def valid_cases(
     P-256 self-signed server case in PEM with a PKCS#8 key and the root as CA.
     """
     dims = _dims(key_types, modes, cert_encodings, key_formats, key_encodings, issued)
-    return _bases(dims).map(lambda base: base.case)
+    return _bases(dims).map(_valid_case)
+
+
+def _valid_case(base: Base) -> InitCase:
+    # An event per drawn case, so --hypothesis-show-statistics gives the mix.
+    note("defect", "none")
+    return base.case
 
 
 def _defect_option(defects: Iterable[str | Defect] | None) -> tuple[Defect, ...]:
@@ -347,6 +354,7 @@ def malformed_cases(
         first, bases = draw(st.sampled_from(plans))
         base = draw(bases)
         case = first.apply(draw, base)
+        note("defect", first.name)
         touched = first.touches
         for _ in range(draw(extra_st) if max_defects > 1 else 0):
             # Each further defect gets blobs nobody damaged yet, so it sees
@@ -356,6 +364,7 @@ def malformed_cases(
                 break
             more = draw(st.sampled_from(fits))
             case = more.apply(draw, base.with_case(case))
+            note("defect", more.name)
             touched |= more.touches
         return case
 
@@ -434,8 +443,10 @@ def mutated_cases(
         case = draw(source)
         choices = DrawChoices(draw)
         for _ in range(draw(st.integers(1, max_mutations))):
-            other = draw(source).encode()
+            with quiet():  # a crossover partner, not the example: not counted
+                other = draw(source).encode()
             changed, name = mutate_case(case.encode(), choices, other=other)
+            note("mutation", name)
             case = changed.with_labels(MUTATED + name)
         return case
 

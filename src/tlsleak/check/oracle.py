@@ -28,6 +28,7 @@ from dataclasses import replace
 from typing import Any, Final, Protocol, runtime_checkable
 
 from tlsleak.cases.case import InitCase
+from tlsleak.cases.hooks import note_outcome
 from tlsleak.check.confirm import CONFIRMS, RENEWALS, SLOPE_WARMUPS, Tally, slope_counters
 from tlsleak.check.verdict import (
     OWNERSHIP,
@@ -542,6 +543,9 @@ def assert_no_leaks(
     :class:`~tlsleak.cases.case.InitCase` (see :class:`~tlsleak.targets.CallableTarget`
     for what counts as a rejection; ``rejections`` overrides it).  Raises
     :class:`LeakError` listing every finding; returns the verdicts otherwise.
+    Inside a Hypothesis test, each outcome and rejecting step is an event
+    (``tlsleak outcome: rejected``, ``tlsleak step: key``) for
+    ``--hypothesis-show-statistics``.
     """
     if isinstance(fn, Target):
         target = fn
@@ -551,6 +555,8 @@ def assert_no_leaks(
         target = CallableTarget(fn, rejections=rejections)
     with Oracle(target, ledgers=ledgers, replays=replays) as oracle:
         verdicts = [oracle.check(case) for case in cases]
+    for verdict in verdicts:
+        note_outcome(verdict.outcome.status, verdict.outcome.step)
     findings = [f for v in verdicts for f in v.findings]
     if findings:
         raise LeakError(findings)
