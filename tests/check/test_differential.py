@@ -20,6 +20,7 @@ from tlsleak.check.differential import Differ, Kind, Result, Row, groups, stack_
 
 CALLABLES = """
 import os
+import time
 from tlsleak.check.capabilities import material_of
 from tlsleak.targets import Rejected
 
@@ -33,6 +34,8 @@ def refuse_ed25519(case):
 def abort_on_name(case):
     if case.server_name == b"abort":
         os.abort()
+    if case.server_name == b"hang":
+        time.sleep(120)
 """
 
 
@@ -181,6 +184,15 @@ def test_a_crash_on_one_case_is_that_targets_result_and_the_run_goes_on(
     assert crashed.results[1].status == "crash"
     assert "SIGABRT" in crashed.results[1].detail
     assert crashed.kind is Kind.DISAGREE
+    assert after.kind is Kind.AGREE
+
+
+def test_a_hang_is_a_timeout_for_that_target(callables: str, valid_case: InitCase) -> None:
+    hanging = InitCase(cert=valid_case.cert, key=valid_case.key, server_name=b"hang")
+    with Differ([f"{callables}:accept_all", f"{callables}:abort_on_name"], timeout=3) as differ:
+        row = differ.compare(hanging, "hang")
+        after = differ.compare(valid_case, "valid")
+    assert [r.status for r in row.results] == ["accepted", "timeout"]
     assert after.kind is Kind.AGREE
 
 

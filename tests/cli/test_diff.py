@@ -79,6 +79,35 @@ def test_json_report(
     assert len(data["cases"]) == 3
 
 
+def test_a_crash_is_reported_for_its_target_and_case_and_the_run_goes_on(
+    tmp_path: Path,
+    valid_case: InitCase,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "diffabort.py").write_text(ABORTS)
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "cases"
+    write_case(folder, valid_case)
+    write_case(folder, InitCase(cert=valid_case.cert, key=valid_case.key, server_name=b"abort"))
+    argv = ["diff", "control-fixed", "diffabort:abort_on_name", "cases", "--json", "r.json"]
+    assert main([*argv, "-q"]) == 0
+    assert "disagreements: 1 " in capsys.readouterr().out
+    cases = json.loads((tmp_path / "r.json").read_text())["cases"]
+    statuses = sorted(c["results"][1]["status"] for c in cases)
+    assert statuses == ["accepted", "crash"]
+    sys.modules.pop("diffabort", None)
+
+
+ABORTS = """
+import os
+
+def abort_on_name(case):
+    if case.server_name == b"abort":
+        os.abort()
+"""
+
+
 def test_arguments_split_into_targets_then_paths(tmp_path: Path) -> None:
     (tmp_path / "cases").mkdir()
     os.chdir(tmp_path)
@@ -152,15 +181,26 @@ def _documented() -> tuple[str, dict[str, str]]:
     return command.group(1), {k: v for k, v in versions.items() if k not in ("target", "---")}
 
 
+def _changed(versions: dict[str, str]) -> str:
+    """Each documented stack whose installed version differs, with both; "" when none does."""
+    installed = {name: stack_version(name) for name in versions}
+    return ", ".join(
+        f"{name}: {installed[name]} (documented: {versions[name]})"
+        for name in versions
+        if installed[name] != versions[name]
+    )
+
+
+def test_a_stack_of_another_version_is_named_with_both_versions() -> None:
+    assert _changed({"ssl": stack_version("ssl") or ""}) == ""
+    changed = _changed({"ssl": "OpenSSL 0.9.8", "mbedtls": "python-mbedtls 0.1"})
+    assert changed.startswith(f"ssl: {stack_version('ssl')} (documented: OpenSSL 0.9.8)")
+    assert "mbedtls: " in changed
+
+
 def test_docs_differential_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
     command, versions = _documented()
-    installed = {name: stack_version(name) for name in versions}
-    if installed != versions:
-        changed = ", ".join(
-            f"{name}: {installed[name]} (documented: {versions[name]})"
-            for name in versions
-            if installed[name] != versions[name]
-        )
+    if changed := _changed(versions):
         pytest.skip(
             f"the installed stacks are not the documented ones ({changed}): regenerate "
             f"docs/differential.md below its marker with `{command}` to compare"
