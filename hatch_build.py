@@ -1,18 +1,22 @@
 """Hatch build hook: compile the preloaded libraries in src/tlsleak/ledgers/_native/.
 
 * ``heap.c`` -> ``libtlsleak_heap.so``, the OpenSSL heap shim (ledger
-  ``openssl-heap``): needs a C compiler and the OpenSSL headers and link
-  library (Debian: gcc and libssl-dev).  A failed compile fails the build,
-  naming what is missing.
+  ``openssl-heap``), which finds the system libcrypto at run time (dlopen),
+  so that it needs no OpenSSL headers to build;
 * ``malloc.c`` -> ``libtlsleak_malloc.so``, the malloc interposer (ledger
-  ``heap``): needs a C compiler only.  A failed compile is a warning: the
-  package installs, and the ``heap`` ledger says it is not built.
+  ``heap``).
+
+Both need a C compiler only.  A failed compile is a warning, not a failed
+install: tlsleak runs with the ledgers that need no library (typed OpenSSL
+objects, fds, Python objects), and the others say they are not built and how
+to get them.
 
 Both are plain shared libraries, not Python extensions: processes load them
-with LD_PRELOAD (see tlsleak.ledgers.shim), so they need no Python headers.
+with LD_PRELOAD (see tlsleak.ledgers.shim), so they need no Python headers,
+and a wheel that holds them is tagged ``py3-none-<platform>``, not for one
+CPython (a wheel without them is ``py3-none-any``).
 
-* A regular wheel gets them in ``tlsleak/ledgers/_native/`` and so becomes
-  platform-specific.
+* A regular wheel gets them in ``tlsleak/ledgers/_native/``.
 * An editable install (``pip install -e .``) runs the package from ``src/``,
   so the libraries are built next to their sources, where they are found
   (``src/tlsleak/ledgers/_native/*.so``, ignored by git).
@@ -25,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,7 +52,7 @@ INTERPOSER_LIBS = ["-ldl"]
 # pointers to its hooks, and a pthread key names its destructor).
 CFLAGS = ["-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall", "-Wextra", "-pthread"]
 LDFLAGS = ["-Wl,-z,nodelete"]
-LIBS = ["-lcrypto", "-ldl"]
+LIBS = ["-ldl"]
 
 
 class ShimBuildError(RuntimeError):
@@ -58,25 +63,17 @@ def _compiler() -> list[str]:
     cc = shlex.split(os.environ.get("CC", "").strip() or "cc")
     if shutil.which(cc[0]) is None:
         raise ShimBuildError(
-            f"tlsleak: no C compiler ({cc[0]!r} not found) to build the OpenSSL heap shim "
-            f"from {SOURCE}. Install gcc (Debian: apt-get install gcc libssl-dev), "
-            "or set CC to a C compiler."
+            f"tlsleak: no C compiler ({cc[0]!r} not found) to build the heap ledgers' "
+            "libraries. Install one (Debian: apt-get install gcc; Fedora: dnf install gcc; "
+            "macOS: xcode-select --install), or set CC to a C compiler, and reinstall tlsleak"
         )
     return cc
 
 
 def _diagnose(output: str) -> str:
-    if "openssl/" in output and ("No such file" in output or "not found" in output):
-        return (
-            "the OpenSSL headers (openssl/crypto.h) are missing: install libssl-dev "
-            "(Debian: apt-get install libssl-dev)"
-        )
-    if "-lcrypto" in output:
-        return (
-            "the OpenSSL link library (libcrypto.so) is missing: install libssl-dev "
-            "(Debian: apt-get install libssl-dev)"
-        )
-    return "see the compiler's output above"
+    if "dlfcn.h" in output or "malloc.h" in output:
+        return "this C library has no glibc headers (dlfcn.h, malloc.h): Linux and glibc only"
+    return "see the compiler's output below"
 
 
 def compile_shim(
@@ -126,26 +123,31 @@ def compile_shim(
             os.unlink(tmp)
 
 
-def compile_interposer(root: Path, out: Path) -> bool:
-    """Compile the malloc interposer into ``out``; on failure warn, leave none, return False.
+def compile_optional(root: Path, out: Path, *, interposer: bool) -> bool:
+    """Compile the shim or the interposer into ``out``; on failure warn, leave none, return False.
 
-    The package works without it (the ``heap`` ledger then says it is not
-    built), so its failure does not fail the install.  A stale copy from an
-    earlier build is removed, so that the ledger never runs an old interposer.
+    The package works without either (their ledgers then say they are not
+    built), so a failure does not fail the install.  A stale copy from an
+    earlier build is removed, so that a ledger never runs an old library.
     """
+    if interposer:
+        source, libs, what = INTERPOSER_SOURCE, INTERPOSER_LIBS, "the malloc interposer"
+        ledger = "The heap ledger"
+    else:
+        source, libs, what = SOURCE, LIBS, "the OpenSSL heap shim"
+        ledger = "The openssl-heap ledger"
     try:
-        compile_shim(
-            root,
-            out,
-            source_path=INTERPOSER_SOURCE,
-            libs=INTERPOSER_LIBS,
-            what="the malloc interposer (the heap ledger)",
-        )
+        compile_shim(root, out, source_path=source, libs=libs, what=what)
     except ShimBuildError as exc:
         out.unlink(missing_ok=True)
-        print(f"warning: {exc}\nThe heap ledger will be unavailable.", file=sys.stderr)
+        print(f"warning: {exc}\n{ledger} will be unavailable.", file=sys.stderr)
         return False
     return True
+
+
+def _platform_tag() -> str:
+    """This machine's wheel platform tag (``linux_x86_64``), as pip's own tags name it."""
+    return sysconfig.get_platform().replace("-", "_").replace(".", "_")
 
 
 class CustomBuildHook(BuildHookInterface):
@@ -157,23 +159,27 @@ class CustomBuildHook(BuildHookInterface):
         root = Path(self.root)
         native = root / SOURCE.parent
         if version == "editable":
-            compile_shim(root, native / LIBRARY)
-            compile_interposer(root, native / INTERPOSER)
+            compile_optional(root, native / LIBRARY, interposer=False)
+            compile_optional(root, native / INTERPOSER, interposer=True)
             return
         self._tmpdir = tempfile.mkdtemp(prefix="tlsleak-shim-")
-        built = Path(self._tmpdir) / LIBRARY
-        interposer = Path(self._tmpdir) / INTERPOSER
+        built = {
+            WHEEL_PATH: (Path(self._tmpdir) / LIBRARY, False),
+            INTERPOSER_WHEEL_PATH: (Path(self._tmpdir) / INTERPOSER, True),
+        }
+        included = False
         try:
-            compile_shim(root, built)
-            have_interposer = compile_interposer(root, interposer)
+            for wheel_path, (path, interposer) in built.items():
+                if compile_optional(root, path, interposer=interposer):
+                    build_data["force_include"][str(path)] = wheel_path
+                    included = True
         except BaseException:
             shutil.rmtree(self._tmpdir, ignore_errors=True)  # finalize() won't run
             raise
-        build_data["force_include"][str(built)] = WHEEL_PATH
-        if have_interposer:
-            build_data["force_include"][str(interposer)] = INTERPOSER_WHEEL_PATH
-        build_data["pure_python"] = False
-        build_data["infer_tag"] = True
+        if included:
+            # Native code, but no CPython extension: any Python 3 on this platform.
+            build_data["pure_python"] = False
+            build_data["tag"] = f"py3-none-{_platform_tag()}"
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
         tmpdir = getattr(self, "_tmpdir", None)

@@ -50,8 +50,8 @@ def shim_path() -> Path:
         raise LedgerUnavailable(
             f"the OpenSSL heap shim is not built: {path} is missing. Installing tlsleak "
             "(pip install . or pip install -e .) compiles it from "
-            "src/tlsleak/ledgers/_native/heap.c, "
-            "which needs a C compiler (gcc) and the OpenSSL headers (libssl-dev)"
+            "src/tlsleak/ledgers/_native/heap.c with a C compiler (cc): install one "
+            "(Debian: apt-get install gcc) and reinstall tlsleak"
         )
     return path
 

@@ -21,10 +21,6 @@
  * Nothing here prints: the shim runs inside the program under test.
  */
 #define _GNU_SOURCE
-/* First, so that a machine without libssl-dev stops on this name, which the
- * build hook (hatch_build.py) turns into "install libssl-dev". */
-#include <openssl/crypto.h>
-
 #include <dlfcn.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -33,6 +29,25 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+/*
+ * OpenSSL is found at run time, not at build time: building needs a C
+ * compiler only, not the OpenSSL headers and link library (libssl-dev), which
+ * most machines that run Python lack.  These are the memory-function types of
+ * OpenSSL 1.1.1 and 3.x (CRYPTO_malloc_fn and friends in <openssl/crypto.h>),
+ * unchanged between them.
+ */
+typedef void *(*ossl_malloc_fn)(size_t num, const char *file, int line);
+typedef void *(*ossl_realloc_fn)(void *addr, size_t num, const char *file, int line);
+typedef void (*ossl_free_fn)(void *addr, const char *file, int line);
+typedef int (*ossl_set_mem_fn)(ossl_malloc_fn, ossl_realloc_fn, ossl_free_fn);
+typedef void (*ossl_get_mem_fn)(ossl_malloc_fn *, ossl_realloc_fn *, ossl_free_fn *);
+
+/* The system libcrypto's, by soname: the one the ssl module and C libraries load. */
+static const char *const libcrypto_names[] = {"libcrypto.so.3", "libcrypto.so.1.1",
+                                              "libcrypto.so"};
+static ossl_set_mem_fn set_mem_functions;
+static ossl_get_mem_fn get_mem_functions;
 
 /* Only the tlsleak_heap_ API is exported (built with -fvisibility=hidden). */
 #define API __attribute__((visibility("default")))
@@ -509,9 +524,31 @@ static void after_fork(void)
     pthread_mutex_unlock(&slots_lock);
 }
 
+/*
+ * Load the system libcrypto (RTLD_GLOBAL: everyone who loads it later gets
+ * this instance) and find its memory-function setters.  0 when there is none.
+ */
+static int find_libcrypto(void)
+{
+    for (size_t i = 0; i < sizeof libcrypto_names / sizeof *libcrypto_names; i++) {
+        void *lib = dlopen(libcrypto_names[i], RTLD_NOW | RTLD_GLOBAL);
+        if (lib == NULL)
+            continue;
+        set_mem_functions = (ossl_set_mem_fn)dlsym(lib, "CRYPTO_set_mem_functions");
+        get_mem_functions = (ossl_get_mem_fn)dlsym(lib, "CRYPTO_get_mem_functions");
+        if (set_mem_functions != NULL && get_mem_functions != NULL)
+            return 1;
+    }
+    set_mem_functions = NULL;
+    get_mem_functions = NULL;
+    return 0;
+}
+
 __attribute__((constructor)) static void tlsleak_heap_init(void)
 {
-    if (CRYPTO_set_mem_functions(hook_malloc, hook_realloc, hook_free) != 1)
+    if (!find_libcrypto())
+        return; /* no OpenSSL on this machine: the ledger says it is blind */
+    if (set_mem_functions(hook_malloc, hook_realloc, hook_free) != 1)
         return; /* OpenSSL already allocated: it keeps its own functions */
     installed = 1;
     have_key = pthread_key_create(&slot_key, retire_slot) == 0;
@@ -534,10 +571,10 @@ API int tlsleak_heap_installed(void)
 {
     if (!installed)
         return 0;
-    CRYPTO_malloc_fn m;
-    CRYPTO_realloc_fn r;
-    CRYPTO_free_fn f;
-    CRYPTO_get_mem_functions(&m, &r, &f);
+    ossl_malloc_fn m;
+    ossl_realloc_fn r;
+    ossl_free_fn f;
+    get_mem_functions(&m, &r, &f);
     return m == hook_malloc && r == hook_realloc && f == hook_free;
 }
 
@@ -545,7 +582,7 @@ API int tlsleak_heap_installed(void)
 API const char *tlsleak_heap_libcrypto(void)
 {
     Dl_info info;
-    if (dladdr((void *)CRYPTO_set_mem_functions, &info) == 0)
+    if (set_mem_functions == NULL || dladdr((void *)set_mem_functions, &info) == 0)
         return NULL;
     return info.dli_fname;
 }
