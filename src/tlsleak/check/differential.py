@@ -82,10 +82,10 @@ class Result:
     def of(cls, verdict: Verdict) -> Result:
         kinds = {f.kind for f in verdict.findings}
         outcome = verdict.outcome
-        detail = outcome.describe().splitlines()[0][:200] if outcome.describe() else ""
         for kind in (FindingKind.CRASH, FindingKind.TIMEOUT):
-            if kind in kinds:
+            if kind in kinds:  # the worker's own verdict: the outcome is a placeholder
                 return cls(str(kind), None, outcome.message)
+        detail = next(iter(outcome.describe().splitlines()), "")[:200]
         return cls(str(outcome.status), outcome.step, detail)
 
     @property
