@@ -21,7 +21,16 @@ from tlsleak.targets import TARGETS, _needs
 DOC = Path(__file__).resolve().parents[2] / "docs" / "differential.md"
 MARKER = "<!-- generated: everything below is the output of the command above -->\n"
 
-ACCEPT_ALL = "def accept_all(case):\n    return None\n"
+CALLABLES = """
+import os
+
+def accept_all(case):
+    return None
+
+def abort_on_name(case):
+    if case.server_name == b"abort":
+        os.abort()
+"""
 
 
 @pytest.fixture
@@ -36,11 +45,17 @@ def labelled_corpus(
 
 
 @pytest.fixture
-def accept_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    (tmp_path / "diffaccept.py").write_text(ACCEPT_ALL)
+def callables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The name of a module of test init paths, in the current folder (where workers look)."""
+    (tmp_path / "diffcli.py").write_text(CALLABLES)
     monkeypatch.chdir(tmp_path)
-    yield "diffaccept:accept_all"
-    sys.modules.pop("diffaccept", None)
+    yield "diffcli"
+    sys.modules.pop("diffcli", None)
+
+
+@pytest.fixture
+def accept_all(callables: str) -> str:
+    return f"{callables}:accept_all"
 
 
 def test_disagreement_is_reported_and_gates_the_exit_status_when_asked(
@@ -80,32 +95,17 @@ def test_json_report(
 
 
 def test_a_crash_is_reported_for_its_target_and_case_and_the_run_goes_on(
-    tmp_path: Path,
-    valid_case: InitCase,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, valid_case: InitCase, callables: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "diffabort.py").write_text(ABORTS)
-    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "cases"
     write_case(folder, valid_case)
     write_case(folder, InitCase(cert=valid_case.cert, key=valid_case.key, server_name=b"abort"))
-    argv = ["diff", "control-fixed", "diffabort:abort_on_name", "cases", "--json", "r.json"]
+    argv = ["diff", "control-fixed", f"{callables}:abort_on_name", "cases", "--json", "r.json"]
     assert main([*argv, "-q"]) == 0
     assert "disagreements: 1 " in capsys.readouterr().out
     cases = json.loads((tmp_path / "r.json").read_text())["cases"]
     statuses = sorted(c["results"][1]["status"] for c in cases)
     assert statuses == ["accepted", "crash"]
-    sys.modules.pop("diffabort", None)
-
-
-ABORTS = """
-import os
-
-def abort_on_name(case):
-    if case.server_name == b"abort":
-        os.abort()
-"""
 
 
 def test_arguments_split_into_targets_then_paths(tmp_path: Path) -> None:
