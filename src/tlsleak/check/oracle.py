@@ -66,6 +66,8 @@ __all__ = [
 
 #: Replays that must all show the growth again before it is called a leak.
 DEFAULT_REPLAYS = 3
+#: Runs of a leaking case with caller stacks recorded (:meth:`Oracle._attribute`).
+STACK_ATTEMPTS: Final = 2
 
 
 class Oracle:
@@ -342,6 +344,7 @@ class Oracle:
             root_site=(
                 f"{first.file}:{first.line}" if first is not None else lost.root if lost else None
             ),
+            root_build=None if first is not None or lost is None else lost.root_build,
             caller=None if lost is None or lost.caller is None else str(lost.caller),
             stack=() if lost is None else tuple(str(f) for f in lost.frames),
         )
@@ -430,29 +433,37 @@ class Oracle:
         Returns where the leaked blocks come from (the library-internal
         sites, biggest first) and the stack of the first block lost that has
         a caller outside the runtime (:func:`~tlsleak.ledgers.symbols.root_stack`).
-        Every attributing ledger records during the same single replay.
+        Every attributing ledger records during the same single replay;
+        caller stacks from one more run before it too (:data:`STACK_ATTEMPTS`),
+        so that a block lost on every run can be told from one that a thread
+        of the last run has yet to free.
         """
         attributing = [x for x in self.ledgers if isinstance(x, AttributingLedger)]
         recording = [x for x in self.ledgers if isinstance(x, StackRecorder)]
         if not attributing and not recording:
             return (), None
-        marks = [ledger.begin_attribution() for ledger in attributing]
         stack_marks = [ledger.begin_stacks() for ledger in recording]
+        marks: list[int] = []
         try:
+            for _ in range(STACK_ATTEMPTS - 1 if recording else 0):
+                self._attempt(case)
+            marks = [ledger.begin_attribution() for ledger in attributing]
             self._attempt(case)
             gc.collect()
         finally:
             # Stacks first: ending the other attributions allocates.
             lost = [s for r, m in zip(recording, stack_marks, strict=True) for s in r.end_stacks(m)]
-            found = [
-                x for a, m in zip(attributing, marks, strict=True) for x in a.end_attribution(m)
+            found = [  # marks: those begun, when the first run raised
+                x
+                for a, m in zip(attributing[: len(marks)], marks, strict=True)
+                for x in a.end_attribution(m)
             ]
         sites: list[Site] = []
         for x in found:
             first = int(getattr(x, "first", 0))  # a user's ledger may not know the order
             sites.append(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes), first))
         ordered = tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
-        root = root_stack(lost)
+        root = root_stack(lost, STACK_ATTEMPTS)
         # Naming the stacks made garbage (ctypes, a subprocess): gone before
         # the next check, or its collection there would look like a cycle.
         del lost, found

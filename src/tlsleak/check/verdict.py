@@ -135,6 +135,10 @@ class Finding:
     #: its offset: ``malloc.so(tls_init_once)``, which a rebuild does not move
     #: (:attr:`tlsleak.ledgers.symbols.LostStack.root`).
     root_site: str | None = None
+    #: The build of the object when :attr:`root_site` names a function by its
+    #: start in a stripped object (``cygrpc...so(fn@0x8a81b0)``), which holds
+    #: for that build only (:attr:`tlsleak.ledgers.symbols.LostStack.root_build`).
+    root_build: str | None = None
     #: The first frame outside the runtime in the stack of the first thing
     #: lost (leaks replayed with caller stacks): the line of the target's own
     #: code that made it.  A C frame for a heap block (outside the TLS
@@ -254,6 +258,7 @@ class Finding:
             "fail_at": self.fail_at,
             # Only where known, so reports without heap attribution keep their form.
             **({"root_site": self.root_site} if self.root_site is not None else {}),
+            **({"root_build": self.root_build} if self.root_build is not None else {}),
             **({"caller": self.caller} if self.caller is not None else {}),
             **({"stack": list(self.stack)} if self.stack else {}),
             "labels": list(self.case.labels),
@@ -280,6 +285,7 @@ class Finding:
             sites=tuple(Site(f, ln, b, n) for f, ln, b, n in data.get("sites", ())),
             fail_at=data.get("fail_at"),
             root_site=data.get("root_site"),
+            root_build=data.get("root_build"),
             caller=data.get("caller"),
             stack=tuple(data.get("stack", ())),
         )
@@ -297,6 +303,21 @@ class Finding:
             return True
         legacy = recorded.root_site is None and self.root_site is not None
         return legacy and replace(self, root_site=None).signature == recorded.signature
+
+    def other_build(self, recorded: Finding) -> bool:
+        """Whether this fresh finding may be ``recorded``'s bug in another build of its object.
+
+        ``recorded`` was named by a function's start in a stripped object
+        (:attr:`root_build`), and this one differs from it only in the root,
+        found in another build (or named otherwise): the same function may
+        start elsewhere there, so neither "still there" nor "gone" can be
+        said: "cannot reproduce exactly".  In the same build another start
+        is another function, so that bug is gone.
+        """
+        if recorded.root_build is None or self.root_build == recorded.root_build:
+            return False
+        unrooted = replace(self, root_site=None, root_build=None)
+        return unrooted.signature == replace(recorded, root_site=None, root_build=None).signature
 
 
 @dataclass(frozen=True)

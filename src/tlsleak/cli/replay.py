@@ -109,6 +109,13 @@ def run(args: argparse.Namespace) -> int:
     if reproduction is not None and not reproduction.same_count:
         stderr_message(_not_exactly(args.folder, stored, reproduction))
         return EXIT_USAGE
+    if verdict is not None and any(f.other_build(recorded) for f in verdict.findings):
+        stderr_message(
+            f"cannot reproduce exactly: {args.folder} names its root {recorded.root_site} by "
+            f"a function's start in build {recorded.root_build} of a stripped library, which is "
+            "not the build loaded now; re-run 'tlsleak check' with its reproducer on this build"
+        )
+        return EXIT_USAGE
     if verdict is not None and verdict.findings:
         # Another finding (another kind, or the same one named differently,
         # e.g. after the library changed): the stored one may be behind it.

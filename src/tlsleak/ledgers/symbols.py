@@ -19,8 +19,17 @@ keeps its symbol and offset, and :func:`addr2line_missing` says why.
 
 A leak is named by its **caller**: the first frame outside the runtime (the
 TLS library, libc, the dynamic loader, tlsleak's own shims, the Python
-interpreter and its extension modules, libffi): the line of *the user's*
-code whose allocation was lost, e.g. ``control_leaky.c:19 (tls_init_once)``.
+interpreter, libffi): the line of *the user's* code whose allocation was
+lost, e.g. ``control_leaky.c:19 (tls_init_once)``.
+
+Which Python extension modules are runtime (:func:`is_runtime`): the
+interpreter's own, imported from the standard library's folders
+(``sysconfig``'s stdlib and platstdlib, lib-dynload: ``_ssl``, which *is*
+the binding of the ``ssl`` target, ``_ctypes``), and the TLS binding's, by
+top-level package (:data:`_PYTHON_BINDING`: cryptography's ``_rust``, cffi's
+``_cffi_backend``).  Those of every other package (in site-packages: grpcio's
+``cygrpc``, python-mbedtls, cymongoose; a user's own) are code under test:
+a leak's caller and root can be there.
 
 Python stacks (the ``openssl-objects`` ledger's, of each constructor call
 through cryptography's binding: :func:`python_stack`) are frames too, named
@@ -32,22 +41,33 @@ A caller names a line, which moves when code is edited, so it never enters
 a signature.  What does, for a leak only the heap sees (a C library's own
 ``malloc``), is its :attr:`LostStack.root`: the caller's exported symbol
 from ``dladdr``, without the offset (``malloc.so(tls_init_once)``), which a
-rebuild does not move.
+rebuild does not move.  An extension module exports only its ``PyInit_``,
+so there the root is the caller's own function (:attr:`Frame.own_name`): its
+name from the symbol table (``x509.cpython-311-x86_64-linux-gnu.so(parse)``),
+or, stripped, its start from the unwind tables (:mod:`tlsleak.ledgers._elf`):
+``cygrpc.cpython-311-x86_64-linux-gnu.so(fn@0x8a81b0)``, which holds for that
+build only, so the finding keeps the build (:attr:`LostStack.root_build`)
+and a replay on another build "cannot reproduce exactly".  Which lost stack
+names the leak: :func:`root_stack`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
+import itertools
 import os
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import types
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final, Protocol, runtime_checkable
 
+from tlsleak.ledgers._elf import function_table
 from tlsleak.ledgers.interposer import RawStack
 
 __all__ = [
@@ -64,25 +84,67 @@ __all__ = [
 ]
 
 #: Shared objects that are never "the caller": TLS libraries, libc and the
-#: loader, tlsleak's shims, the interpreter, its extension modules, libffi.
+#: loader, tlsleak's shims, the interpreter, libffi.
 _RUNTIME: Final = re.compile(
     r"^(libcrypto|libssl|libgnutls|libmbed|libwolfssl|libboringssl"
     r"|libc[.-]|libc$|ld-linux|ld-|libdl[.-]|libpthread[.-]|libgcc_s|libstdc\+\+"
     r"|libtlsleak_|libpython|python[0-9.]*$|libffi)"
-    r"|\.cpython-.*\.so$|\.abi3\.so$"
 )
+#: A Python extension module (a shared object ``import`` loads).
+_EXTENSION: Final = re.compile(r"\.cpython-.*\.so$|\.abi3\.so$")
 
 #: Seconds one ``addr2line`` call may take (a big library with debug info).
 _ADDR2LINE_TIMEOUT: Final = 60.0
 
+#: Top-level Python packages of the TLS binding: never the caller (nor
+#: their extension modules: cryptography's ``_rust``, cffi's ``_cffi_backend``).
+_PYTHON_BINDING: Final = frozenset(
+    {"OpenSSL", "cryptography", "cffi", "_cffi_backend", "ssl", "_ssl"}
+)
 
+
+def _stdlib_roots() -> frozenset[str]:
+    """The folders the interpreter's own modules are imported from (real paths)."""
+    paths = sysconfig.get_paths()
+    roots = {paths["stdlib"], paths["platstdlib"]}
+    roots |= {os.path.join(r, "lib-dynload") for r in list(roots)}
+    roots |= {p for p in sys.path if p and os.path.basename(p) == "lib-dynload"}
+    return frozenset(os.path.realpath(r) for r in roots)
+
+
+def _extension_is_runtime(path: str) -> bool:
+    """Whether the extension module at ``path`` is the interpreter's or the TLS binding's.
+
+    Imported from a folder on ``sys.path`` (the longest that holds it: a
+    virtualenv's site-packages lies inside its stdlib folder): the
+    interpreter's when that folder is the standard library's (``_ssl`` in
+    lib-dynload), the binding's when its top-level package is one of
+    :data:`_PYTHON_BINDING`.  Anywhere else (a folder the process added by
+    hand), by its folders' names: one called ``lib-dynload`` or after the
+    binding.  Every other extension module is code under test.
+    """
+    real = os.path.realpath(path)
+    entries = [os.path.realpath(p) for p in sys.path if p]
+    within = [e for e in entries if real.startswith(e.rstrip(os.sep) + os.sep)]
+    if within:
+        root = max(within, key=len)
+        if root in _stdlib_roots():
+            return True
+        top = os.path.relpath(real, root).split(os.sep)[0]
+        return top.partition(".")[0] in _PYTHON_BINDING
+    folders = real.split(os.sep)
+    return "lib-dynload" in folders or any(
+        part.partition(".")[0] in _PYTHON_BINDING for part in folders
+    )
+
+
+@functools.lru_cache(maxsize=1024)
 def is_runtime(path: str) -> bool:
     """Whether frames in the object at ``path`` are the runtime's, not the caller's."""
-    return bool(_RUNTIME.search(os.path.basename(path)))
-
-
-#: Top-level Python packages of the TLS binding: never the caller.
-_PYTHON_BINDING: Final = frozenset({"OpenSSL", "cryptography", "cffi", "ssl", "_ssl"})
+    base = os.path.basename(path)
+    if _RUNTIME.search(base):
+        return True
+    return bool(_EXTENSION.search(base)) and _extension_is_runtime(path)
 
 
 def is_python_runtime(module: str) -> bool:
@@ -117,6 +179,27 @@ class Frame:
     #: A Python frame: ``object`` is its module's dotted name and ``file``
     #: the path made from it (``mylib/tls.py``); ``address`` is 0.
     python: bool = False
+    #: For a C frame outside the runtime: the enclosing function's start
+    #: and size in the object (from its unwind tables, stripped or not)...
+    start: int | None = None
+    size: int | None = None
+    #: ... the object's build (:attr:`tlsleak.ledgers._elf.FunctionTable.build`),
+    #: and the function's own name from its symbol table, when it has one
+    #: (a static function, which ``dladdr`` cannot name; not inlined callees).
+    build: str | None = None
+    static: str | None = None
+
+    @property
+    def own_name(self) -> str | None:
+        """``name`` or ``fn@0x5a1f30``: the function, named without ``dladdr``.
+
+        The static function's name where the object has a symbol table (a
+        rebuild does not move it); else, stripped, its start: the same for
+        one build wherever it is loaded, another for another build.
+        """
+        if self.static:
+            return self.static
+        return None if self.start is None else f"fn@{self.start:#x}"
 
     @property
     def location(self) -> str | None:
@@ -166,6 +249,28 @@ class LostStack:
         return next((f for f in self.frames if not f.runtime), None)
 
     @property
+    def entry(self) -> tuple[str, str] | None:
+        """(object, function) where the caller's code was entered: the group of a lost block.
+
+        The outermost frame of the run of frames outside the runtime that
+        starts at the :attr:`caller` (the function the interpreter, a thread
+        or the dynamic loader called into that code), named by its symbol
+        or its own name (:attr:`Frame.own_name`); None for Python stacks.
+        """
+        if self.python:
+            return None
+        run = list(
+            itertools.takewhile(
+                lambda f: not f.runtime, itertools.dropwhile(lambda f: f.runtime, self.frames)
+            )
+        )
+        if not run:
+            return None
+        frame = run[-1]
+        name = frame.symbol or frame.own_name or f"+{frame.offset:#x}"
+        return os.path.basename(frame.object), name
+
+    @property
     def root(self) -> str | None:
         """What a signature may say of this stack: ``object(symbol)``, stable across rebuilds.
 
@@ -173,28 +278,100 @@ class LostStack:
         exported symbol (a static function has none: its exported caller
         is named instead), without the offset, which moves when any code
         before it changes; with the object's base name, not its folder.  None
-        for Python stacks (a line is all they have, and lines move) and for
-        stacks whose callers export nothing.
+        for Python stacks (a line is all they have, and lines move).
+
+        Where no caller exports anything (an extension module exports only
+        its ``PyInit_``), the first caller's own function (:attr:`Frame.own_name`):
+        ``_x509.cpython-311-x86_64-linux-gnu.so(parse_crt)`` from the symbol
+        table, ``cygrpc.cpython-311-x86_64-linux-gnu.so(fn@0x8a81b0)`` when
+        stripped, skipping an allocation wrapper (:func:`_wrapper`).
         """
         for frame in self.frames:
             if frame.python:
                 return None
             if frame.symbol and not frame.runtime:
                 return f"{os.path.basename(frame.object)}({frame.symbol})"
+        found = self._own_root()
+        return None if found is None else f"{os.path.basename(found.object)}({found.own_name})"
+
+    @property
+    def root_build(self) -> str | None:
+        """The build of the object a stripped root names a function of by its start, else None.
+
+        Such a root holds for that build only: another build of the object
+        may put the same function elsewhere (see :meth:`Finding.other_build
+        <tlsleak.check.verdict.Finding.other_build>`).
+        """
+        if any(f.symbol and not f.runtime for f in self.frames if not f.python):
+            return None
+        found = self._own_root()
+        return None if found is None or found.static else found.build
+
+    def _own_root(self) -> Frame | None:
+        """The frame a root of an object exporting nothing names (see :attr:`root`)."""
+        if self.python:
+            return None
+        frames = self.frames
+        for i, frame in enumerate(frames):
+            if frame.runtime or frame.own_name is None:
+                continue
+            if not _wrapper(frames, i):
+                return frame
         return None
 
 
-def root_stack(stacks: Iterable[LostStack]) -> LostStack | None:
-    """The earliest lost stack that has a caller: what the bug lost first.
+#: Bytes a function may have and still be an allocation wrapper.
+_WRAPPER_SIZE: Final = 64
+
+
+def _wrapper(frames: Sequence[Frame], i: int) -> bool:
+    """Whether ``frames[i]`` is an allocation wrapper: a frame a root should look past.
+
+    ``gpr_malloc`` (malloc, abort on NULL: 48 bytes) allocates for all of
+    gRPC, so naming a leak after it would name every leak alike.  A wrapper
+    is told by its place and size, since a stripped object has no names:
+    it called the allocator itself (the frame before it is the runtime's,
+    or there is none), it is tiny (at most :data:`_WRAPPER_SIZE` bytes), and
+    its own caller is in the same object, and is named after that caller.
+    """
+    frame = frames[i]
+    if frame.size is None or frame.size > _WRAPPER_SIZE or i + 1 >= len(frames):
+        return False
+    if i > 0 and not frames[i - 1].runtime:
+        return False
+    return frames[i + 1].object == frame.object
+
+
+def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | None:
+    """The stack that names the leak: what the bug lost first.
 
     Stacks without a caller are the interpreter's own blocks (a cache that
     grew during the replay), which name no bug.  A lost typed object (a
     Python stack, from ``openssl-objects``) comes before any heap block: the
     object holds blocks, not the other way round, and the two ledgers number
     their stacks independently.
+
+    Heap stacks recorded over ``attempts`` runs of the case: those that lost
+    a block on every run are the leak (a block that a thread of the last run
+    frees later, a cache, lose one); none doing so, all count.  They are
+    grouped by their entry point (:attr:`LostStack.entry`: the function the
+    interpreter, a thread or the binding called); the group that lost the
+    most blocks is the leak (a case can take two paths that leak: gRPC's
+    refused server loses its credentials' array, one block, and the
+    never-started server, twenty), the earliest one on a tie, and its
+    earliest stack names it.  A C library's leaks share one entry point, its
+    init function, so there it is the earliest stack, as ever.
     """
     named = [s for s in stacks if s.caller is not None]
-    return min(named, key=lambda s: (not s.python, s.first), default=None)
+    python = [s for s in named if s.python]
+    if python or not named:
+        return min(python, key=lambda s: s.first, default=None)
+    kept = [s for s in named if s.blocks >= attempts] or named
+    groups: dict[tuple[str, str] | None, list[LostStack]] = {}
+    for stack in sorted(kept, key=lambda s: s.first):
+        groups.setdefault(stack.entry, []).append(stack)
+    biggest = max(groups.values(), key=lambda g: (sum(s.blocks for s in g), -g[0].first))
+    return biggest[0]
 
 
 #: Python frames kept per stack, innermost first (a test runner's are deep).
@@ -330,6 +507,27 @@ def _addr2line(path: str, offsets: Sequence[int]) -> dict[int, tuple[str | None,
     return found
 
 
+def _own_function(frame: Frame, path: str, vaddr: int) -> Frame:
+    """``frame`` with its enclosing function from the ELF file (:mod:`tlsleak.ledgers._elf`).
+
+    The function's start and size from the unwind tables, and its name
+    from the symbol table when there is one (not ``addr2line``'s: in a
+    stripped object it names every address after the nearest *exported*
+    symbol, ``PyInit_cygrpc``, whatever function holds it).
+    """
+    table = function_table(path)
+    if table is None:
+        return frame
+    static = table.symbol(vaddr)
+    span = table.enclosing(vaddr)
+    if static is not None:
+        name, start, size = static
+        return replace(frame, start=start, size=size, build=table.build, static=name)
+    if span is None:
+        return frame
+    return replace(frame, start=span[0], size=span[1] - span[0], build=table.build)
+
+
 #: Frames named so far in this process, by address: a worker checks case
 #: after case on one target, whose libraries stay where they were loaded, and
 #: naming the same addresses again (dladdr, an addr2line process) took ~10 ms
@@ -360,6 +558,8 @@ def symbolise(raw: Sequence[RawStack]) -> list[LostStack]:
             lookup = address - 1 if _is_exec(path) else address - 1 - base
             wanted.setdefault(path, {})[lookup] = address
     for path, by_offset in wanted.items():
+        for lookup, at in by_offset.items():
+            named[at] = _own_function(named[at], path, lookup)
         for lookup, (function, file, line) in _addr2line(path, sorted(by_offset)).items():
             if lookup in by_offset:
                 at = by_offset[lookup]

@@ -1,0 +1,334 @@
+"""Roots inside Python extension modules: code under test, named even when stripped.
+
+A leak lost by a static function of an extension module (a Cython module
+exports only ``PyInit_``) must get a root of its own: the function's name
+from the symbol table, or when stripped its start from the unwind tables
+(``fake.cpython-311-x86_64-linux-gnu.so(fn@0x1139)``).  Positive control: a
+fake extension with two static functions that each lose a block gives two
+roots, built with symbols and stripped, the same wherever it is loaded and
+from any working directory; an allocation wrapper is looked past.  Negative
+control: the interpreter's own extension modules (lib-dynload) and the TLS
+binding's stay runtime, and an odd ELF file gives no name, never an error.
+"""
+
+from __future__ import annotations
+
+import _ssl
+import ctypes
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tlsleak.cases.case import InitCase, Mode, decode
+from tlsleak.cases.files import load_case
+from tlsleak.check.verdict import Finding, FindingKind
+from tlsleak.cli import main
+from tlsleak.ledgers import _elf, symbols
+from tlsleak.ledgers.interposer import RawStack
+from tlsleak.targets import Outcome, Status
+
+NAME = "fake.cpython-311-x86_64-linux-gnu.so"
+CORPUS = Path(__file__).parents[2] / "corpus"
+#: Bundled cases, one of each mode: the fake target loses a block in each,
+#: in another function per mode.
+SERVER_CASE = CORPUS / "00522e1f08af6b9b984b969141723ef18e39ca8c"
+CASES = [f for f in sorted(CORPUS.iterdir()) if f.is_file()]
+
+#: An extension-like object: two static functions (no dynamic symbol, as a
+#: Cython module's) that each keep a block per call through a tiny
+#: allocation wrapper, and exported getters of their addresses (ctypes
+#: calls them by pointer, as the interpreter calls a module's methods).
+SOURCE = r"""
+#include <stdlib.h>
+#include <string.h>
+
+static void *volatile last_config, *volatile last_session;
+
+__attribute__((noinline)) static void *xalloc(size_t n) { return malloc(n); }
+
+__attribute__((noinline)) static void lose_config(int n)
+{
+    char *p = xalloc(32 + (size_t)(n % 7));
+    if (p == NULL)
+        return;
+    for (int i = 0; i < 16; i++)
+        p[i] = (char)(i * n + 3);
+    memcpy(p + 16, "config-settings", 16);
+    last_config = p; /* the previous one is lost */
+}
+
+__attribute__((noinline)) static void lose_session(int n)
+{
+    char *p = xalloc(48 + (size_t)(n % 5));
+    if (p == NULL)
+        return;
+    for (int i = 0; i < 24; i++)
+        p[i] = (char)(i ^ n);
+    memcpy(p + 24, "session-tickets", 16);
+    last_session = p;
+}
+
+void *config_entry(void) { return (void *)lose_config; }
+void *session_entry(void) { return (void *)lose_session; }
+void *wrapper_entry(void) { return (void *)xalloc; }
+"""
+
+#: A user target calling the fake extension: servers lose a config, clients a session.
+TARGET = """
+import ctypes, os
+from tlsleak.cases.case import Mode
+
+_lib = ctypes.CDLL(os.environ["TLSLEAK_TEST_FAKE_EXT"])
+_FN = ctypes.CFUNCTYPE(None, ctypes.c_int)
+_lib.config_entry.restype = _lib.session_entry.restype = ctypes.c_void_p
+_config = _FN(_lib.config_entry())
+_session = _FN(_lib.session_entry())
+
+def init(case):
+    size = len(case.key or b"") + len(case.cert or b"")
+    (_config if case.mode is Mode.SERVER else _session)(size)
+"""
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fake extension with symbols and stripped, each in its own folder."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("gcc is not installed, so the fake extension can't be built")
+    folder = tmp_path_factory.mktemp("fake-ext")
+    source = folder / "fake.c"
+    source.write_text(SOURCE)
+    found = {}
+    for kind, flags in (("symbols", []), ("stripped", ["-s"])):
+        (folder / kind).mkdir()
+        out = folder / kind / NAME
+        command = [gcc, "-shared", "-fPIC", "-O0", *flags, "-o", str(out), str(source)]
+        subprocess.run(command, check=True, capture_output=True)
+        found[kind] = out
+    return found
+
+
+def _addresses(lib: Path) -> dict[str, int]:
+    """Return-address-like addresses inside each function of ``lib`` as loaded here."""
+    loaded = ctypes.CDLL(str(lib))
+    found = {}
+    for name in ("config", "session", "wrapper"):
+        getter = getattr(loaded, f"{name}_entry")
+        getter.restype = ctypes.c_void_p
+        found[name] = int(getter()) + 5
+    return found
+
+
+def _root(lib: Path, function: str) -> symbols.LostStack:
+    """The symbolised stack of a block allocated by the wrapper for ``function``."""
+    at = _addresses(lib)
+    (stack,) = symbols.symbolise([RawStack(1, 32, 1, (at["wrapper"], at[function]))])
+    return stack
+
+
+# -- naming --------------------------------------------------------------------------
+
+
+def test_an_extension_outside_the_stdlib_is_code_under_test(builds: dict[str, Path]) -> None:
+    assert not symbols.is_runtime(str(builds["symbols"]))
+    site = sysconfig.get_paths()["purelib"]
+    assert not symbols.is_runtime(f"{site}/grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so")
+    assert not symbols.is_runtime(f"{site}/mbedtls/x509.cpython-311-x86_64-linux-gnu.so")
+
+
+def test_two_static_functions_get_two_roots_with_symbols(builds: dict[str, Path]) -> None:
+    config, session = _root(builds["symbols"], "config"), _root(builds["symbols"], "session")
+    assert config.root == f"{NAME}(lose_config)"
+    assert session.root == f"{NAME}(lose_session)"
+    assert config.root_build is None  # a name from the symbol table holds across builds
+
+
+def test_two_static_functions_get_two_roots_when_stripped(builds: dict[str, Path]) -> None:
+    config, session = _root(builds["stripped"], "config"), _root(builds["stripped"], "session")
+    assert config.root is not None
+    assert session.root is not None
+    assert config.root.startswith(f"{NAME}(fn@0x")
+    assert config.root != session.root
+    table = _elf.function_table(str(builds["stripped"]))
+    assert table is not None
+    assert not table.functions
+    assert config.root_build == table.build
+    # The wrapper (malloc and nothing else) is looked past, not the root.
+    wrapper = config.frames[0]
+    assert config.root != f"{NAME}({wrapper.own_name})"
+
+
+def test_roots_do_not_move_with_the_load_address_or_the_directory(
+    builds: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for kind in ("symbols", "stripped"):
+        copy = tmp_path / f"again-{kind}" / NAME  # another path: loaded at another address
+        copy.parent.mkdir()
+        shutil.copy(builds[kind], copy)
+        first, second = _root(builds[kind], "config"), _root(copy, "config")
+        assert first.frames[0].address != second.frames[0].address
+        monkeypatch.chdir(tmp_path)
+        symbols._named.clear()
+        third = _root(copy, "config")
+        assert first.root == second.root == third.root
+
+
+def test_the_interpreters_and_the_bindings_extensions_stay_runtime(tmp_path: Path) -> None:
+    assert _ssl.__file__ is not None
+    assert symbols.is_runtime(_ssl.__file__)  # lib-dynload: the ssl target's binding
+    rust = pytest.importorskip("cryptography.hazmat.bindings._rust")
+    assert symbols.is_runtime(str(rust.__file__))
+    cffi_backend = pytest.importorskip("_cffi_backend")
+    assert symbols.is_runtime(str(cffi_backend.__file__))
+    # Outside sys.path, the binding is told by its folder's name.
+    assert symbols.is_runtime(str(tmp_path / "cryptography" / "hazmat" / NAME))
+    # A stack whose only code is the runtime's has no root.
+    ssl_frame = symbols.Frame(1, _ssl.__file__, None, 0x40, start=0x10, size=200, build="x")
+    assert symbols.LostStack(1, 8, 1, (ssl_frame,)).root is None
+
+
+# -- the ELF reader never raises -----------------------------------------------------
+
+
+def test_an_odd_file_has_no_function_table(builds: dict[str, Path], tmp_path: Path) -> None:
+    good = builds["stripped"].read_bytes()
+    odd = {
+        "empty": b"",
+        "text": b"not an ELF file at all\n" * 10,
+        "truncated": good[:80],
+        "headers only": good[:1024],
+    }
+    # The .eh_frame_hdr's version byte, then its table encoding, made unknown.
+    table = _elf.function_table(str(builds["stripped"]))
+    assert table is not None
+    assert table.starts
+    hdr = _eh_frame_hdr_offset(good)
+    for at, name in ((hdr, "bad version"), (hdr + 3, "bad encoding")):
+        data = bytearray(good)
+        data[at] = 0x7F
+        odd[name] = bytes(data)
+    for name, data in odd.items():
+        path = tmp_path / f"{name.replace(' ', '-')}.so"
+        path.write_bytes(data)
+        assert _elf.function_table(str(path)) is None, name
+    assert _elf.function_table(str(tmp_path / "missing.so")) is None
+
+
+def test_random_damage_never_raises(builds: dict[str, Path], tmp_path: Path) -> None:
+    import random
+
+    good = builds["stripped"].read_bytes()
+    chance = random.Random(1)
+    for i in range(150):
+        data = bytearray(good[: 4096 if i % 2 else len(good)])
+        for _ in range(8):
+            data[chance.randrange(len(data))] = chance.randrange(256)
+        path = tmp_path / f"damaged-{i}.so"
+        path.write_bytes(bytes(data))
+        table = _elf.function_table(str(path))  # None or a table: no exception
+        if table is not None:
+            table.enclosing(0x1000)
+            table.symbol(0x1000)
+
+
+def _eh_frame_hdr_offset(data: bytes) -> int:
+    """File offset of the PT_GNU_EH_FRAME segment (64-bit little-endian ELF)."""
+    phoff = int.from_bytes(data[32:40], "little")
+    size, count = int.from_bytes(data[54:56], "little"), int.from_bytes(data[56:58], "little")
+    for i in range(count):
+        at = phoff + i * size
+        if int.from_bytes(data[at : at + 4], "little") == 0x6474E550:
+            return int.from_bytes(data[at + 8 : at + 16], "little")
+    raise AssertionError("no PT_GNU_EH_FRAME")
+
+
+# -- end to end: two functions, two findings ----------------------------------------
+
+
+def _check(lib: Path, cases: list[Path], report: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("TLSLEAK_TEST_FAKE_EXT", str(lib))
+    assert main(["check", "fake_ext_target:init", *map(str, cases), "--json", str(report)]) == 1
+    return json.loads(report.read_text())["findings"]
+
+
+@pytest.mark.parametrize("kind", ["symbols", "stripped"])
+def test_each_leaking_function_is_its_own_finding(
+    kind: str,
+    builds: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "fake_ext_target.py").write_text(TARGET)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    clients = [f for f in CASES if load_case(f).mode is Mode.CLIENT][:2]
+    servers = [SERVER_CASE, CORPUS / "0bceeeea15973ffd6ec3bd47d51c573610dd3803"]
+    found = _check(builds[kind], [*servers, *clients], tmp_path / "a.json", monkeypatch)
+    by_mode: dict[Mode, set[str]] = {}
+    for finding in found:
+        mode = decode(bytes.fromhex(finding["case_hex"])).mode
+        by_mode.setdefault(mode, set()).add(finding["signature"])
+    capsys.readouterr()
+    # Different inputs of one mode: one signature; the two functions: two.
+    assert len(by_mode[Mode.SERVER]) == len(by_mode[Mode.CLIENT]) == 1
+    (server,), (client,) = by_mode[Mode.SERVER], by_mode[Mode.CLIENT]
+    assert server != client
+    if kind == "symbols":
+        assert server.endswith(f"{NAME}(lose_config)")
+        assert client.endswith(f"{NAME}(lose_session)")
+    else:
+        assert f"{NAME}(fn@0x" in server
+        assert f"{NAME}(fn@0x" in client
+    # Run again (another worker, other load addresses): the same signatures.
+    again = _check(builds[kind], [servers[0], clients[0]], tmp_path / "b.json", monkeypatch)
+    assert {f["signature"] for f in again} == {server, client}
+
+
+# -- replay: a stripped root of another build ---------------------------------------
+
+
+def _leak(root: str | None, build: str | None) -> Finding:
+    outcome = Outcome(Status.REJECTED, "key", (), "bad key")
+    return Finding(
+        FindingKind.LEAK,
+        "grpc",
+        InitCase(),
+        outcome,
+        delta={"heap.blocks": 3},
+        root_site=root,
+        root_build=build,
+    )
+
+
+def test_a_stripped_root_of_another_build_cannot_be_matched_or_dismissed() -> None:
+    stored = _leak(f"{NAME}(fn@0x1139)", "aa11")
+    assert Finding.from_json(stored.to_json()) == stored
+    # Same build: the same start is the same bug, another start another one.
+    assert _leak(f"{NAME}(fn@0x1139)", "aa11").reproduces(stored)
+    assert not _leak(f"{NAME}(fn@0x1200)", "aa11").reproduces(stored)
+    assert not _leak(f"{NAME}(fn@0x1200)", "aa11").other_build(stored)
+    # Another build: "cannot reproduce exactly", whatever the start now.
+    assert _leak(f"{NAME}(fn@0x1200)", "bb22").other_build(stored)
+    assert _leak(f"{NAME}(lose_config)", None).other_build(stored)
+    # Another leak (other counters) is not this one in another build.
+    other = replace_delta(_leak(f"{NAME}(fn@0x1200)", "bb22"), {"fds": 1})
+    assert not other.other_build(stored)
+    # A root from a symbol table holds across builds: no build kept.
+    named = _leak(f"{NAME}(lose_config)", None)
+    assert "root_build" not in named.to_json()
+    assert not _leak(f"{NAME}(lose_config)", None).other_build(named)
+
+
+def replace_delta(finding: Finding, delta: dict[str, int]) -> Finding:
+    from dataclasses import replace
+
+    return replace(finding, delta=delta)
