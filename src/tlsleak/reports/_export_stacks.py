@@ -90,7 +90,11 @@ def _init(made, case):
     if case.cert or case.key:
         if not made.chain or made.key is None:
             raise Rejected("check-key: a certificate without a key, or a key without one")
-        if not pk.check_pair(made.chain[0].subject_public_key, made.key):
+        try:
+            public = made.chain[0].subject_public_key
+        except (TLSError, NotImplementedError) as exc:  # the binding wraps RSA and EC only
+            raise Rejected(f"check-key: the binding can't read the certificate's key: {exc}")
+        if not pk.check_pair(public, made.key):
             raise Rejected("check-key: key does not match the certificate")
     config = tls.TLSConfiguration(
         validate_certificates=client or bool(case.ca),

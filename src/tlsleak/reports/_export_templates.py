@@ -40,11 +40,12 @@ PY_SCRIPT: Final = '''\
 Exported by tlsleak @@VERSION@@ from finding @@FINDING@@.  It does not need
 tlsleak: it runs the init path below on the blobs in this folder, ATTEMPTS
 times per round, and prints how much the process has grown since a warm-up:
-RSS (/proc/self/statm), glibc's heap in use (mallinfo2) and open file
-descriptors (/proc/self/fd).  A leak grows every round; correct code stays
-flat after the warm-up.  Exit status 1 when the heap grew steadily (at least
-16 bytes an attempt after round 1, not dying out) or the fds grew in every
-round (a leak), 0 otherwise.  Linux and glibc only.
+RSS (/proc/self/statm), glibc's heap in use (mallinfo2, with glibc's
+tcache off: see TCACHE_OFF) and open file descriptors (/proc/self/fd).  A
+leak grows every round; correct code stays flat after the warm-up.  Exit
+status 1 when the heap grew steadily (at least 16 bytes an attempt after
+round 1, not dying out) or the fds grew in every round (a leak), 0
+otherwise.  Linux and glibc only.
 
     python3 reproduce.py [--rounds 5] [--attempts 1000] [--warmup 200]
 """
@@ -63,6 +64,20 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
+TCACHE_OFF = "glibc.malloc.tcache_count=0"
+
+# glibc's mallinfo2 counts the chunks held in its per-thread caches (tcache:
+# up to 7 freed chunks per size class and thread) as in use.  They fill and
+# empty as the mix of sizes changes: a few KB of noise a round, more with a
+# stack's own threads, and slow growth while rarely used sizes fill up.  So
+# the script runs itself again with the tcache off, before any init path code
+# runs (a GLIBC_TUNABLES that already says anything of the tcache is kept).
+if __name__ == "__main__" and "tcache" not in os.environ.get("GLIBC_TUNABLES", ""):
+    os.environ["GLIBC_TUNABLES"] = ":".join(
+        filter(None, [os.environ.get("GLIBC_TUNABLES"), TCACHE_OFF])
+    )
+    argv = getattr(sys, "orig_argv", [sys.executable, *sys.argv])  # with -S, -I...
+    os.execv(sys.executable, [sys.executable, *argv[1:]])
 
 
 class Mode(enum.Enum):
@@ -236,6 +251,9 @@ def main() -> int:
               flush=True)
     if len(outcomes) > 1:
         print("outcomes: " + "; ".join(f"{n} x {o}" for o, n in outcomes.most_common()))
+    if args.rounds < 1 or args.attempts < 1:
+        print("verdict: nothing measured (no rounds): exit status 0")
+        return 0
     grew = []
     slope, dying = heap_growth(heaps[1:], args.attempts)
     if slope >= 16 and not dying:
@@ -246,7 +264,7 @@ def main() -> int:
               "--warmup to tell")
     if all(b > a for a, b in zip(fdss, fdss[1:])):
         grew.append(f"fds +{fdss[-1] / done:.2f}")
-    if args.rounds > 0 and grew:
+    if grew:
         print(f"verdict: grows steadily ({', '.join(grew)} per attempt): exit status 1")
         return 1
     print("verdict: no steady growth: exit status 0")
