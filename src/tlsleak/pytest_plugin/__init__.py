@@ -111,10 +111,12 @@ def _settings(config: pytest.Config, options: dict[str, Any] | None = None) -> C
         ledgers = [ledgers]
     if ledgers is None:
         ledgers = config.getoption("tlsleak_ledgers")
-    replays = options.get("replays") or config.getoption("tlsleak_replays")
-    timeout = options.get("timeout") or config.getoption("tlsleak_timeout")
-    if not isinstance(replays, int) or replays < 1 or not isinstance(timeout, int | float):
-        pytest.fail(f"tlsleak marker: replays={replays!r}, timeout={timeout!r}", pytrace=False)
+    replays = options.get("replays", config.getoption("tlsleak_replays"))
+    timeout = options.get("timeout", config.getoption("tlsleak_timeout"))
+    if not isinstance(replays, int) or replays < 1:
+        pytest.fail(f"tlsleak marker: replays must be 1 or more, not {replays!r}", pytrace=False)
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        pytest.fail(f"tlsleak marker: timeout must be positive, not {timeout!r}", pytrace=False)
     return CheckSettings(tuple(ledgers) if ledgers is not None else None, replays, timeout)
 
 

@@ -154,6 +154,10 @@ class LeakCheck:
         self._folder: Path | None = None
         self._workers: dict[tuple[str, CheckSettings], IsolatedOracle] = {}
 
+    def __repr__(self) -> str:
+        target = self.target if isinstance(self.target, str | None) else repr(self.target)
+        return f"<tlsleak fixture: target {target}, {len(self._workers)} workers running>"
+
     def check(
         self,
         target_or_case: TargetLike | InitCase | os.PathLike[str],
@@ -177,6 +181,8 @@ class LeakCheck:
             fail("check() needs a target: check(TARGET, *cases), or @pytest.mark.tlsleak(target=)")
         if not cases:
             fail("check() was given no cases")
+        if replays is not None and replays < 1:
+            fail(f"check(): replays must be 1 or more, not {replays}")
         settings = CheckSettings(
             tuple(ledgers) if ledgers is not None else self.settings.ledgers,
             replays if replays is not None else self.settings.replays,
