@@ -11,7 +11,7 @@ writes into ``DIR``:
   :mod:`._export_stacks`) that loops on those blobs and
   prints the growth of RSS, glibc's heap in use and the fd count per 1,000
   attempts; for a user callable it imports the user's ``module:function``;
-* for a ``c:`` target, ``reproduce.c`` (a driver that dlopens the library
+* for a ``c:`` target, ``reproduce.c`` (:mod:`._export_c`: a driver that dlopens the library
   and calls its init function in a loop, printing mallinfo2 bytes in use and
   live malloc blocks) and a ``Makefile``;
 * ``REPORT.md`` (:mod:`._export_report`): what leaks, per attempt, where,
@@ -38,9 +38,10 @@ from tlsleak.cases.blobs import is_pem
 from tlsleak.cases.case import InitCase, Mode
 from tlsleak.check.findings import LibraryRecord, StoredFinding, load_stored
 from tlsleak.check.oracle import Finding, FindingKind, format_delta
+from tlsleak.reports._export_c import C_DRIVER
 from tlsleak.reports._export_report import report
 from tlsleak.reports._export_stacks import STACK_INIT, STACK_PACKAGES
-from tlsleak.reports._export_templates import C_DRIVER, PY_INIT, PY_SCRIPT, fill
+from tlsleak.reports._export_templates import PY_INIT, PY_SCRIPT, fill
 from tlsleak.reports._export_write import MARKER, ExportError, write_export
 from tlsleak.targets.clib import C_PREFIX, DEFAULT_SYMBOL
 
