@@ -42,6 +42,9 @@ def mallocs_and_forgets(case):
 def mallocs_and_frees(case):
     _libc.free(_libc.malloc(4096))
 
+def aborts(case):
+    os.abort()
+
 def notes_its_process(case):
     with open(os.environ["PIDS"], "a") as f:
         f.write(f"{os.getpid()}\\n")
@@ -81,10 +84,15 @@ def test_fixture_names_the_leak_and_passes_correct_code(project: pytest.Pytester
         def test_correct(tlsleak):
             verdicts = tlsleak.check("usermod:frees_its_context", Path("corpus"))
             assert len(verdicts) == 3
+
+        def test_correct_given_as_a_function(tlsleak):
+            import usermod
+
+            tlsleak.check(usermod.frees_its_context, Path("corpus"))
         """
     )
     reprec = project.inline_run()
-    reprec.assertoutcome(passed=1, failed=1)
+    reprec.assertoutcome(passed=2, failed=1)
     failure = _report(reprec, "test_leaky").longreprtext
     assert "LeaksFound" in failure
     assert "usermod:keeps_a_context: 3 cases" in failure
@@ -106,12 +114,17 @@ def test_a_leak_only_the_heap_ledger_sees_is_caught(project: pytest.Pytester) ->
 
         def test_heap_correct(tlsleak):
             tlsleak.check("usermod:mallocs_and_frees", Path("corpus"))
+
+        def test_crash(tlsleak):
+            tlsleak.check("usermod:aborts", sorted(Path("corpus").iterdir())[0])
         """
     )
     reprec = project.inline_run()
-    reprec.assertoutcome(passed=1, failed=1)
+    reprec.assertoutcome(passed=1, failed=2)
     failure = _report(reprec, "test_heap_leak").longreprtext
     assert "heap.blocks +1" in failure
+    # A crash is a finding of the test, not the end of the test run.
+    assert "killed by SIGABRT" in _report(reprec, "test_crash").longreprtext
 
 
 def test_the_marker_checks_its_corpus_after_the_body(
