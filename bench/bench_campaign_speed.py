@@ -39,6 +39,10 @@ are printed too.  Nothing here asserts on time.
     python bench/bench_campaign_speed.py [--targets pyopenssl,ssl,c-fixed] [--rounds 3]
 
 ``c-fixed`` is ``tests/c/control_fixed.c`` built here and run as ``c:PATH``.
+``--fail-alloc`` gives the workers (``corpus``, ``fuzz``) that option: over
+the bundled corpus, whose cases carry no fail point, ``corpus`` then
+measures what ``--fail-alloc`` costs an input without one (the quiet
+wrappers of atheris's hooks, :func:`tlsleak.fuzz.worker.quiet_hooks`).
 """
 
 from __future__ import annotations
@@ -165,12 +169,18 @@ def _end(worker: Worker) -> None:
 
 
 def _over_files(
-    target: str, files: list[Path], passes: int, env: dict[str, str], *, floor: bool
+    target: str,
+    files: list[Path],
+    passes: int,
+    env: dict[str, str],
+    *,
+    floor: bool,
+    fail_alloc: bool = False,
 ) -> Rate:
     """The worker (or the floor) over exactly the corpus files, from ``ready`` to ``done``."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        options = CampaignOptions(target, work / "out")
+        options = CampaignOptions(target, work / "out", fail_alloc=fail_alloc)
         worker = Worker(0, work / "w0", work / "w0.log")
         worker.folders.artifacts.mkdir(parents=True)
 
@@ -205,11 +215,19 @@ def _over_files(
     return execs[0] / (cpu1 - cpu0), execs[0] / (wall1 - wall0)
 
 
-def _fuzz(target: str, corpus: Path, seconds: float, warm: float, env: dict[str, str]) -> Rate:
+def _fuzz(
+    target: str,
+    corpus: Path,
+    seconds: float,
+    warm: float,
+    env: dict[str, str],
+    *,
+    fail_alloc: bool = False,
+) -> Rate:
     """The worker fuzzing a copy of the corpus: its steady rate between stats events."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        options = CampaignOptions(target, work / "out")
+        options = CampaignOptions(target, work / "out", fail_alloc=fail_alloc)
         worker = Worker(0, work / "w0", work / "w0.log")
         shutil.copytree(corpus, worker.folders.inputs)
         worker.folders.artifacts.mkdir(parents=True)
@@ -269,7 +287,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--warm", type=float, default=3.0, help="fuzz warm-up seconds (3)")
     parser.add_argument("--passes", type=int, default=6, help="passes over the corpus (6)")
     parser.add_argument("--modes", default=",".join(MODES), help="bare first if given")
+    parser.add_argument("--fail-alloc", action="store_true", help="workers with --fail-alloc")
     args = parser.parse_args(argv)
+    fail = args.fail_alloc
     corpus = args.corpus or bundled_corpus()
     files = sorted(case_files([corpus]))
     modes = [m for m in MODES if m in args.modes.split(",")]
@@ -277,8 +297,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     measure: dict[str, Callable[[str], Rate]] = {
         "bare": lambda spec: _bare(spec, corpus, args.seconds, env),
         "floor": lambda spec: _over_files(spec, files, args.passes, env, floor=True),
-        "corpus": lambda spec: _over_files(spec, files, args.passes, env, floor=False),
-        "fuzz": lambda spec: _fuzz(spec, corpus, args.seconds, args.warm, env),
+        "corpus": lambda spec: _over_files(
+            spec, files, args.passes, env, floor=False, fail_alloc=fail
+        ),
+        "fuzz": lambda spec: _fuzz(spec, corpus, args.seconds, args.warm, env, fail_alloc=fail),
     }
     results: dict[str, dict[str, list[Rate]]] = {}
     with tempfile.TemporaryDirectory() as build:

@@ -36,6 +36,12 @@ ends the process itself (``-runs=N``), a C ``atexit`` handler sends the last
 stats.  When the campaign itself is gone, the next write fails and the
 worker leaves too.
 
+With ``--fail-alloc``, where the heap interposer is the process's malloc,
+atheris's coverage hooks are wrapped (:func:`quiet_hooks`) so that what they
+allocate in the middle of the target's traced code is neither numbered nor
+failed: the k-th allocation of an attempt is the target's k-th, as in an
+untraced ``replay``, and a failure never lands in the fuzzer's own code.
+
 With guidance on (the default), the features of each attempt
 (:mod:`tlsleak.fuzz.guidance`) hit coverage counters of their own, so libFuzzer
 keeps inputs that reach a new OpenSSL error or allocation bucket; ``--plain``
@@ -66,7 +72,7 @@ from typing import Any, Final
 from tlsleak._netns import isolate
 from tlsleak.fuzz.instrumentation import instrumented_packages, not_instrumented
 
-__all__ = ["STATS_EVERY", "main"]
+__all__ = ["ATHERIS_HOOKS", "STATS_EVERY", "main", "quiet_hooks"]
 
 #: Seconds between two stats events of a worker.
 STATS_EVERY: Final = 0.5
@@ -90,6 +96,36 @@ class _Events:
                 view = view[os.write(self.fd, view) :]
         except OSError:
             os._exit(0)  # the campaign is gone: nobody to fuzz for
+
+
+#: atheris's functions that instrumented bytecode calls, looked up on the
+#: module at every call (``LOAD_CONST atheris; LOAD_ATTR _trace_branch``).
+ATHERIS_HOOKS: Final = ("_trace_branch", "_trace_cmp", "_trace_regex_match")
+
+
+def quiet_hooks(atheris: Any) -> bool:
+    """Wrap atheris's hooks so that their allocations are not numbered or failed.
+
+    Under ``--fail-alloc`` the heap interposer fails the k-th allocation of
+    the whole process, and the hooks in the target's traced code allocate
+    (pybind11's argument vectors, on every call): failed there, a hook
+    returns NULL without an exception (``SystemError``) or throws
+    ``std::bad_alloc``, a false finding that no untraced replay gives, and
+    numbered there they move the target's own allocations away from the
+    numbers ``replay`` gives them.  Each hook becomes
+    :meth:`~tlsleak.ledgers.interposer.Interposer.quiet` of itself; coverage
+    is unchanged.  Call it once libFuzzer runs: ``atheris.Fuzz()`` puts the
+    hooks that feed libFuzzer in place of the ones before it.  False (and
+    nothing done) where the interposer is not the process's malloc.
+    """
+    from tlsleak.ledgers.interposer import interposer, is_interposing
+
+    if not is_interposing():
+        return False
+    heap = interposer()
+    for name in ATHERIS_HOOKS:
+        setattr(atheris, name, heap.quiet(getattr(atheris, name)))
+    return True
 
 
 #: Kept alive for as long as the process: libc calls it at exit.
@@ -208,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def test_one_input(data: bytes) -> None:
         nonlocal execs
         if not execs:
+            if args.fail_alloc:
+                quiet_hooks(atheris)
             # Only now is libFuzzer running: until here a bad flag or a
             # missing dictionary still ends the worker without any work.
             events.send(

@@ -15,13 +15,17 @@ next to the OpenSSL heap shim.
 Besides counting, it can record where allocations come from: the caller
 stacks of live blocks (for naming a leak, :meth:`Interposer.stacks`) and,
 cheaply, the distinct allocation sites of an attempt (for fuzz guidance,
-:meth:`Interposer.sites`; see :mod:`tlsleak.fuzz.guidance`).
+:meth:`Interposer.sites`; see :mod:`tlsleak.fuzz.guidance`).  And it can
+leave a callable's allocations out of the numbering that :meth:`Interposer.fail_at`
+fails by (:meth:`Interposer.quiet`: a fuzzer's coverage hooks, which run in
+the middle of the target's traced code).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -44,6 +48,20 @@ __all__ = [
 INTERPOSER_NAME: Final = "libtlsleak_malloc.so"
 
 _INACTIVE: Final = "the heap ledger is not active"
+
+#: ``METH_FASTCALL`` of CPython's ``methodobject.h`` (stable since 3.7).
+_METH_FASTCALL: Final = 0x0080
+
+
+class _MethodDef(ctypes.Structure):
+    """CPython's ``PyMethodDef``, for the function :meth:`Interposer.quiet` makes."""
+
+    _fields_ = [
+        ("ml_name", ctypes.c_char_p),
+        ("ml_meth", ctypes.c_void_p),
+        ("ml_flags", ctypes.c_int),
+        ("ml_doc", ctypes.c_char_p),
+    ]
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,8 @@ class Interposer:
             ("sites_end", None, []),
             ("sites", ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]),
             ("sites_ids", ctypes.c_int64, [ctypes.c_void_p, ctypes.c_size_t]),
+            ("quiet_setup", None, [ctypes.c_void_p]),
+            ("quiet", ctypes.c_int, []),
         ):
             fn = getattr(lib, f"tlsleak_malloc_{name}")
             fn.restype = restype
@@ -165,6 +185,8 @@ class Interposer:
         self._lost = ctypes.c_uint64()
         self._lost_ref = ctypes.byref(self._lost)
         self._ids = (ctypes.c_uint64 * _SITES_MAX)()
+        # The PyMethodDef of every quiet wrapper: alive as long as they are.
+        self._quiet_def: _MethodDef | None = None
 
     @property
     def path(self) -> str:
@@ -208,6 +230,32 @@ class Interposer:
     def failed(self) -> int:
         """Allocation failures injected so far in this process."""
         return int(self._lib.tlsleak_malloc_failed())
+
+    def quiet(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` wrapped so that the allocations made while it runs are not numbered.
+
+        While the wrapper runs, its thread's allocations are neither counted
+        by :meth:`allocations` nor failed by :meth:`fail_at` (nor recorded as
+        allocation sites); their blocks and bytes still count.  For a fuzz
+        worker's coverage hooks, which allocate in the middle of the target's
+        traced code (``_native/malloc.c``, "Quiet calls").  The wrapper is a
+        C function (positional arguments only): it adds one C call to ``fn``
+        and allocates nothing itself.
+        """
+        if self._quiet_def is None:
+            vectorcall = ctypes.cast(ctypes.pythonapi.PyObject_VectorcallDict, ctypes.c_void_p)
+            self._lib.tlsleak_malloc_quiet_setup(vectorcall)
+            body = ctypes.cast(self._lib.tlsleak_malloc_quiet_call, ctypes.c_void_p)
+            self._quiet_def = _MethodDef(b"quiet", body, _METH_FASTCALL, None)
+        new_function = ctypes.PYFUNCTYPE(
+            ctypes.py_object, ctypes.c_void_p, ctypes.py_object, ctypes.py_object
+        )(("PyCFunction_NewEx", ctypes.pythonapi))
+        wrapped: Callable[..., Any] = new_function(ctypes.byref(self._quiet_def), fn, None)
+        return wrapped
+
+    def in_quiet_call(self) -> bool:
+        """Whether this thread is inside a :meth:`quiet` wrapper (for tests)."""
+        return bool(self._lib.tlsleak_malloc_quiet())
 
     # Caller stacks: slow, for the oracle's one attribution replay of a leak.
 

@@ -24,6 +24,10 @@
  * tlsleak_malloc_fail_at(k) makes the k-th allocation from then on, in any
  * thread, return NULL with errno ENOMEM, once.
  *
+ * tlsleak_malloc_quiet_call wraps a Python callable (a fuzzer's coverage
+ * hooks) so that the allocations made while it runs are neither numbered
+ * nor failed (see "Quiet calls").
+ *
  * tlsleak_malloc_sites_begin() records, until tlsleak_malloc_sites_end(),
  * the distinct call sites of allocations and how many each made (see
  * "Allocation sites"): coverage
@@ -180,6 +184,39 @@ static void sum_slots(int64_t *blocks, int64_t *bytes, uint64_t *allocs)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Quiet calls                                                              */
+
+/*
+ * A fuzz worker's coverage hooks (atheris's _trace_branch, _trace_cmp, ...)
+ * run inside the traced code of the target, in the middle of an attempt, and
+ * allocate (pybind11 builds argument vectors with operator new on every call).
+ * Those allocations are the fuzzer's, not the target's: numbered, they shift
+ * the numbers of the target's own; failed, the hook returns NULL without an
+ * exception or throws std::bad_alloc (a SystemError or a crash that is no bug
+ * of the target's, and that no untraced replay reproduces).
+ *
+ * So the worker replaces each hook by a wrapper made from
+ * tlsleak_malloc_quiet_call (a METH_FASTCALL function whose `self` is the
+ * hook): while the hook runs, `quiet` is non-zero on its thread, and that
+ * thread's allocations are not counted in `allocs`, never fail, and leave no
+ * allocation site.  Their blocks and bytes are still counted: a block made
+ * quiet and freed loud must balance.  Other threads are not affected.
+ *
+ * No Python header is needed: the wrapper calls the hook through
+ * PyObject_VectorcallDict, whose address tlsleak_malloc_quiet_setup() is
+ * given (from ctypes.pythonapi), and PyObject is opaque here.  A counter, not
+ * a flag: a hook may run Python code whose own hooks nest.
+ */
+static __thread int quiet __attribute__((tls_model("initial-exec")));
+
+typedef void *(*vectorcall_dict)(void *callable, void *const *args, size_t nargsf,
+                                 void *kwargs);
+static vectorcall_dict call_python;
+
+/* 1 for an allocation that counts (this thread is not inside a quiet call). */
+static inline uint64_t numbered(void) { return LIKELY(quiet == 0); }
+
+/* ------------------------------------------------------------------------ */
 /* Failure injection                                                        */
 
 static uint64_t fail_target; /* k of fail_at(k); 0 when disarmed */
@@ -190,12 +227,14 @@ static uint64_t injected;    /* failures injected since the process started */
  * Whether this allocation is the one to fail.  The counter is one atomic for
  * the whole process, so exactly one allocation, in whichever thread, sees it
  * reach k; that one disarms (one failure per fail_at).  Unarmed, this is one
- * relaxed load.
+ * relaxed load.  A quiet allocation is not one of the k.
  */
 static inline int inject(void)
 {
     uint64_t k = __atomic_load_n(&fail_target, __ATOMIC_ACQUIRE);
     if (LIKELY(k == 0))
+        return 0;
+    if (quiet)
         return 0;
     if (__atomic_add_fetch(&armed_count, 1, __ATOMIC_RELAXED) != k)
         return 0;
@@ -611,7 +650,7 @@ __attribute__((noinline, cold)) static void site_note(void *ra)
 
 #define SITE(ra)                                                                    \
     do {                                                                            \
-        if (UNLIKELY(__atomic_load_n(&sites_on, __ATOMIC_RELAXED)))                 \
+        if (UNLIKELY(__atomic_load_n(&sites_on, __ATOMIC_RELAXED)) && !quiet)       \
             site_note(ra);                                                          \
     } while (0)
 #define RA __builtin_return_address(0)
@@ -625,11 +664,11 @@ static inline void *counted(void *p)
     slot *s = self_slot();
     if (LIKELY(p != NULL)) {
         size_t size = malloc_usable_size(p);
-        add(s, 1, (int64_t)size, 1);
+        add(s, 1, (int64_t)size, numbered());
         if (UNLIKELY(__atomic_load_n(&recording, __ATOMIC_RELAXED)))
             stack_record(p, size);
     } else {
-        add(s, 0, 0, 1);
+        add(s, 0, 0, numbered());
     }
     return p;
 }
@@ -677,17 +716,18 @@ static void *do_realloc(void *p, size_t n, void *ra)
             add(self_slot(), 0, (int64_t)malloc_usable_size(q) - old, 0);
         return q;
     }
-    int grows = n > (size_t)old;
+    int grows = n > (size_t)old; /* a new allocation, numbered unless quiet */
     if (grows)
         SITE(ra);
     if (grows && UNLIKELY(inject()))
         return failed(); /* the old block is still there, still counted */
     void *q = moving_realloc(p, n);
     slot *s = self_slot();
+    uint64_t counts = grows ? numbered() : 0;
     if (q == NULL)
-        add(s, 0, 0, (uint64_t)grows);
+        add(s, 0, 0, counts);
     else
-        add(s, 0, (int64_t)malloc_usable_size(q) - old, (uint64_t)grows);
+        add(s, 0, (int64_t)malloc_usable_size(q) - old, counts);
     return q;
 }
 
@@ -868,6 +908,26 @@ API uint64_t tlsleak_malloc_failed(void)
 {
     return __atomic_load_n(&injected, __ATOMIC_RELAXED);
 }
+
+/* The address of the interpreter's PyObject_VectorcallDict, for quiet calls. */
+API void tlsleak_malloc_quiet_setup(void *vectorcall) { call_python = (vectorcall_dict)vectorcall; }
+
+/*
+ * A Python function body (METH_FASTCALL; see "Quiet calls"): calls `self`
+ * with the same arguments, quietly, and returns what it returns (NULL with
+ * the exception set when it raised).  Used only after
+ * tlsleak_malloc_quiet_setup(), which the Python side makes sure of.
+ */
+API void *tlsleak_malloc_quiet_call(void *self, void *const *args, ptrdiff_t nargs)
+{
+    quiet++;
+    void *result = call_python(self, args, (size_t)nargs, NULL);
+    quiet--;
+    return result;
+}
+
+/* Whether this thread is inside a quiet call (for tests). */
+API int tlsleak_malloc_quiet(void) { return quiet; }
 
 /* ------------------------------------------------------------------------ */
 /* Caller stacks API                                                        */
