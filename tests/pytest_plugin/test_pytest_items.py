@@ -128,3 +128,5 @@ def test_a_run_that_does_not_use_it_hears_nothing_from_it(pytester: pytest.Pytes
     assert result.stderr.str().strip() == ""
     help_text = pytester.runpytest_subprocess("--help").stdout.str()
     assert "--tlsleak-target" in help_text
+    off = pytester.runpytest_subprocess("-p", "no:tlsleak", "--help").stdout.str()
+    assert "--tlsleak-target" not in off  # and it can be turned off by its name
