@@ -147,12 +147,18 @@ def test_the_marker_checks_its_corpus_after_the_body(
         @pytest.mark.tlsleak(target="usermod:keeps_a_context", corpus="corpus")
         def test_body_fails_first():
             assert False, "the body's own failure"
+
+        @pytest.mark.tlsleak(target="usermod:frees_its_context", corpus="corpus")
+        def test_with_the_fixture(tlsleak):
+            from pathlib import Path
+
+            tlsleak.check(Path(__file__).parent / "corpus")  # the marker's target
         """
     )
     monkeypatch.setenv("PYTHONPATH", str(project.path))
     monkeypatch.chdir(project.mkdir("elsewhere"))
     reprec = project.inline_run(str(project.path / "test_user.py"))
-    reprec.assertoutcome(passed=1, failed=2)
+    reprec.assertoutcome(passed=2, failed=2)
     failure = _report(reprec, "test_leaky").longreprtext
     assert failure.startswith("usermod:keeps_a_context: 3 cases")
     assert "SSL_CTX +1" in failure

@@ -177,11 +177,14 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     if options is not None and options.get("corpus") is not None:
         corpus = options["corpus"]
         paths = [corpus] if isinstance(corpus, str | Path) else list(corpus)
-        folder = item.path.parent
-        given = getattr(item, "funcargs", {}).get("tlsleak")
-        checker = given if given is not None else _checker(item, None)
-        from tlsleak.pytest_plugin.checker import LeaksFound
+        from tlsleak.pytest_plugin.checker import LeakCheck, LeaksFound
 
+        folder = item.path.parent
+        # The test's own fixture when it has one: its worker is started already.
+        given = getattr(item, "funcargs", {}).get("tlsleak")
+        if not isinstance(given, LeakCheck):
+            given = None
+        checker = given if given is not None else _checker(item, None)
         report = None
         try:
             if checker.target is None:
