@@ -17,7 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tlsleak.cases.case import Step
+from hypothesis import find, settings
+from hypothesis import strategies as st
+
+from tlsleak.cases.case import InitCase, Step
 from tlsleak.cases.defects import DEFECTS
 from tlsleak.cases.hooks import note, note_outcome, quiet
 from tlsleak.cases.mutator import OPERATIONS
@@ -180,3 +183,20 @@ def test_statistics_show_defects_outcomes_and_steps(tmp_path: Path) -> None:
     assert {name.split(":")[0] for name in mutated["mutation"]} <= {*OPERATIONS, "pem", "der"}
     assert abs(sum(mutated["defect"].values()) - 100) < 0.1
     assert "outcome" not in mutated  # nothing was run
+
+
+def test_the_docs_from_type_example_draws_tlsleak_cases() -> None:
+    # docs/hypothesis.md's first example, run as written (docs that drift are a bug).
+    docs = Path(__file__).resolve().parents[2] / "docs" / "hypothesis.md"
+    block = re.findall(r"```python\n(.*?)```", docs.read_text(), re.S)[0]
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    # dont_inherit: not this module's "from __future__ import annotations".
+    exec(compile(block, str(docs), "exec", dont_inherit=True), namespace)
+    namespace["test_listener_starts_or_refuses_cleanly"]()
+    listener = find(
+        st.builds(namespace["Listener"], port=st.integers(1024, 65535)),
+        lambda listener: bool(listener.tls.labels),
+        settings=settings(database=None, deadline=None),
+    )
+    assert isinstance(listener.tls, InitCase)
+    assert set(listener.tls.labels) <= set(DEFECTS)
