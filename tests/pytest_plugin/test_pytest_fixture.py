@@ -178,7 +178,9 @@ def test_hypothesis_examples_share_one_worker_closed_at_teardown(
         from hypothesis import HealthCheck, given, settings
         from tlsleak.strategies import init_cases
 
-        @pytest.mark.tlsleak(target="usermod:notes_its_process", replays=1)
+        @pytest.mark.tlsleak(
+            target="usermod:notes_its_process", replays=1, ledgers=["openssl-objects"]
+        )
         @settings(max_examples=5, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture])
         @given(case=init_cases())
