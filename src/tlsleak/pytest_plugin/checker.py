@@ -86,8 +86,10 @@ def target_spec(target: TargetLike, python_files: Iterable[str] = ("test_*.py",)
         raise ValueError(f"{target!r} is not a function: give it as 'package.module:function'")
     named = f"{module}:{qualname}"
     why = ""
-    if "<locals>" in qualname or "<lambda>" in qualname:
+    if "<locals>" in qualname:
         why = "it is defined inside a function"
+    elif "<lambda>" in qualname:
+        why = "a lambda has no name to import"
     elif module == "__main__":
         why = "it is defined in __main__"
     else:
