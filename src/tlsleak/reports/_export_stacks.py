@@ -64,6 +64,10 @@ def _load_cert(block, step):
     except (TLSError, binascii.Error, UnicodeEncodeError) as exc:
         # from_PEM decodes the base64 in Python: its refusals are Python's.
         raise Rejected(f"{step}: {exc}") from None
+    except ValueError as exc:  # an empty body, refused before Mbed TLS sees it
+        if not str(exc).startswith("Cannot create CRT from an empty buffer"):
+            raise
+        raise Rejected(f"{step}: {exc}") from None
 
 
 class Made:
