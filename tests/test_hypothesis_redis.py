@@ -197,11 +197,13 @@ def test_a_failure_one_machine_finds_is_the_first_example_of_the_next(
     assert redis_server.contents() == before
 
     # Negative control for read-only: the fix landed on a writing machine,
-    # which replays the entry, finds it passes, and deletes it for everyone.
+    # which replays entries, finds they pass, and deletes them for everyone.
+    # (Not all: the larger failing examples met while shrinking are kept
+    # under a secondary key, of which a run replays only a few.)
     status, fixed_run = _machine(tmp_path, "machine-5", FIXED="1", **shared)
     assert status == 0
     assert fixed_run[0] == failing
-    assert not _members(redis_server.contents()) & _members(before)
+    assert _members(redis_server.contents()) < _members(before)
 
 
 def _members(contents: dict[bytes, set[bytes]]) -> set[bytes]:
