@@ -18,6 +18,10 @@ order of a list is the order examples shrink in.
 Drawing is cheap: keys and certificates come from :mod:`tlsleak.cases.material`'s
 per-process caches, so an example is a choice among cached bytes plus the
 defect's own small edits.
+
+Inside a Hypothesis test every drawn case records an event naming its defect
+(``tlsleak defect: NAME``, or ``none``) and each mutation its name, for
+``--hypothesis-show-statistics`` (:mod:`tlsleak.cases.hooks`, docs/hypothesis.md).
 """
 
 from __future__ import annotations
