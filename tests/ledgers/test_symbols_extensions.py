@@ -332,3 +332,64 @@ def replace_delta(finding: Finding, delta: dict[str, int]) -> Finding:
     from dataclasses import replace
 
     return replace(finding, delta=delta)
+
+
+# -- which lost stack names the leak -------------------------------------------------
+
+EXT = f"/tmp/somewhere/{NAME}"
+PYTHON = symbols.Frame(9, "/usr/lib/libpython3.11.so.1.0", "PyObject_Vectorcall", 0x33)
+
+
+def _in(start: int, size: int = 400) -> symbols.Frame:
+    return symbols.Frame(start + 8, EXT, None, start + 8, start=start, size=size, build="b1")
+
+
+def _lost(first: int, blocks: int, *frames: symbols.Frame) -> symbols.LostStack:
+    return symbols.LostStack(blocks, 32 * blocks, first, frames)
+
+
+def test_the_entry_point_that_lost_most_names_the_leak() -> None:
+    credentials = _lost(1, 2, _in(0x100), _in(0x900), PYTHON)  # one block a run
+    server = [_lost(5 + i, 2, _in(0x200 + 0x10 * i), _in(0xA00), PYTHON) for i in range(3)]
+    root = symbols.root_stack([credentials, *server], attempts=2)
+    assert root is server[0]  # the server's entry lost 3 a run, the credentials' 1
+    assert root.root == f"{NAME}(fn@0x200)"
+    # Alone (an accepted server: only the credentials lose), the credentials.
+    assert symbols.root_stack([credentials], attempts=2) is credentials
+    # A tie: the earliest.
+    assert symbols.root_stack([credentials, server[0]], attempts=2) is credentials
+
+
+def test_what_only_the_last_run_lost_does_not_count() -> None:
+    leak = _lost(1, 2, _in(0x100), _in(0x900), PYTHON)
+    # Blocks a thread of the last run frees later: one each, several of them.
+    pending = [_lost(10 + i, 1, _in(0x300 + 0x10 * i), _in(0xB00), PYTHON) for i in range(4)]
+    assert symbols.root_stack([leak, *pending], attempts=2) is leak
+    # Nothing lost on every run: all count, as with one run.
+    assert symbols.root_stack(pending, attempts=2) is pending[0]
+
+
+def test_a_stack_cut_before_its_entry_groups_with_no_other() -> None:
+    leak = _lost(3, 2, _in(0x100), _in(0x900), PYTHON)
+    cut = [_lost(1 + i, 2, _in(0x400 + 0x10 * i), _in(0xC00)) for i in range(2)]  # no way out
+    assert cut[0].entry is None
+    assert symbols.root_stack([*cut, leak], attempts=2) is leak
+    assert symbols.root_stack(cut, attempts=2) is cut[0]
+
+
+def test_one_entry_point_is_the_earliest_stack_as_ever() -> None:
+    late = _lost(7, 5, _in(0x100), _in(0x900), PYTHON)
+    early = _lost(2, 2, _in(0x200), _in(0x900), PYTHON)
+    assert symbols.root_stack([late, early], attempts=2) is early
+
+
+def test_a_threads_own_storage_names_no_leak() -> None:
+    loader = "/lib64/ld-linux-x86-64.so.2"
+    tls = symbols.Frame(1, loader, "__tls_get_addr", 0x38)
+    libc = symbols.Frame(2, "/lib/x86_64-linux-gnu/libc.so.6", None, 0x891F5)
+    storage = [_lost(1 + i, 3, tls, _in(0x500), _in(0xD00), libc) for i in range(3)]
+    leak = _lost(9, 3, _in(0x100), _in(0x900), PYTHON)
+    assert storage[0].thread_storage
+    assert not leak.thread_storage
+    assert symbols.root_stack([*storage, leak], attempts=3) is leak
+    assert symbols.root_stack(storage, attempts=3) is None

@@ -67,7 +67,7 @@ __all__ = [
 #: Replays that must all show the growth again before it is called a leak.
 DEFAULT_REPLAYS = 3
 #: Runs of a leaking case with caller stacks recorded (:meth:`Oracle._attribute`).
-STACK_ATTEMPTS: Final = 2
+STACK_ATTEMPTS: Final = 3
 
 
 class Oracle:

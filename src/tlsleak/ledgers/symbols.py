@@ -249,22 +249,33 @@ class LostStack:
         return next((f for f in self.frames if not f.runtime), None)
 
     @property
+    def thread_storage(self) -> bool:
+        """Whether this is a thread's storage for thread-local variables, made on first use.
+
+        ``__tls_get_addr`` allocates it for the thread that touched the
+        variable, and the thread's exit frees it: a thread of the last run
+        still winding down (gRPC's) holds one, which names no bug.  (A
+        thread never joined is seen where it was created.)
+        """
+        inner = itertools.takewhile(lambda f: f.runtime, self.frames)
+        return any(f.symbol == "__tls_get_addr" for f in inner if not f.python)
+
+    @property
     def entry(self) -> tuple[str, str] | None:
         """(object, function) where the caller's code was entered: the group of a lost block.
 
         The outermost frame of the run of frames outside the runtime that
         starts at the :attr:`caller` (the function the interpreter, a thread
         or the dynamic loader called into that code), named by its symbol
-        or its own name (:attr:`Frame.own_name`); None for Python stacks.
+        or its own name (:attr:`Frame.own_name`); None for Python stacks, and
+        when that run goes on to the last frame recorded: a stack cut at the
+        interposer's depth, whose entry is further out and unknown.
         """
         if self.python:
             return None
-        run = list(
-            itertools.takewhile(
-                lambda f: not f.runtime, itertools.dropwhile(lambda f: f.runtime, self.frames)
-            )
-        )
-        if not run:
+        outside = list(itertools.dropwhile(lambda f: f.runtime, self.frames))
+        run = list(itertools.takewhile(lambda f: not f.runtime, outside))
+        if not run or len(run) == len(outside):
             return None
         frame = run[-1]
         name = frame.symbol or frame.own_name or f"+{frame.offset:#x}"
@@ -346,7 +357,8 @@ def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | No
     """The stack that names the leak: what the bug lost first.
 
     Stacks without a caller are the interpreter's own blocks (a cache that
-    grew during the replay), which name no bug.  A lost typed object (a
+    grew during the replay), which name no bug, nor do a thread's own
+    (:attr:`LostStack.thread_storage`).  A lost typed object (a
     Python stack, from ``openssl-objects``) comes before any heap block: the
     object holds blocks, not the other way round, and the two ledgers number
     their stacks independently.
@@ -355,14 +367,15 @@ def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | No
     a block on every run are the leak (a block that a thread of the last run
     frees later, a cache, lose one); none doing so, all count.  They are
     grouped by their entry point (:attr:`LostStack.entry`: the function the
-    interpreter, a thread or the binding called); the group that lost the
+    interpreter, a thread or the binding called; stacks cut before it count
+    only when no other has one); the group that lost the
     most blocks is the leak (a case can take two paths that leak: gRPC's
     refused server loses its credentials' array, one block, and the
     never-started server, twenty), the earliest one on a tie, and its
     earliest stack names it.  A C library's leaks share one entry point, its
     init function, so there it is the earliest stack, as ever.
     """
-    named = [s for s in stacks if s.caller is not None]
+    named = [s for s in stacks if s.caller is not None and not s.thread_storage]
     python = [s for s in named if s.python]
     if python or not named:
         return min(python, key=lambda s: s.first, default=None)
@@ -370,6 +383,8 @@ def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | No
     groups: dict[tuple[str, str] | None, list[LostStack]] = {}
     for stack in sorted(kept, key=lambda s: s.first):
         groups.setdefault(stack.entry, []).append(stack)
+    if len(groups) > 1:
+        groups.pop(None, None)  # cut stacks: their entry is unknown
     biggest = max(groups.values(), key=lambda g: (sum(s.blocks for s in g), -g[0].first))
     return biggest[0]
 
