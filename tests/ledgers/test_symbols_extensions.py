@@ -393,3 +393,74 @@ def test_a_threads_own_storage_names_no_leak() -> None:
     assert not leak.thread_storage
     assert symbols.root_stack([*storage, leak], attempts=3) is leak
     assert symbols.root_stack(storage, attempts=3) is None
+
+
+# -- a real extension module: the name Python calls its function by ----------------
+
+#: A CPython extension whose function ``lose`` (static, as every module
+#: function is) keeps a block per call.
+MODULE = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void *volatile last;
+
+static PyObject *lose(PyObject *self, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    char *p = malloc(40 + (size_t)(n % 3));
+    if (p == NULL)
+        return PyErr_NoMemory();
+    for (int i = 0; i < 20; i++)
+        p[i] = (char)(i + n);
+    memcpy(p + 20, "lost-by-fakemod", 16);
+    last = p;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {{"lose", lose, METH_O, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "fakemod", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_fakemod(void) { return PyModule_Create(&module); }
+"""
+
+MODULE_TARGET = """
+import fakemod
+
+def init(case):
+    fakemod.lose(len(case.key or b""))
+"""
+
+
+@pytest.fixture(scope="module")
+def fakemod(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module, stripped, in a folder of its own; its path."""
+    gcc = shutil.which("gcc")
+    include = sysconfig.get_paths()["include"]
+    if gcc is None or not (Path(include) / "Python.h").is_file():
+        pytest.skip("gcc or Python's headers are missing, so no extension can be built")
+    folder = tmp_path_factory.mktemp("fakemod")
+    source = folder / "fakemod.c"
+    source.write_text(MODULE)
+    out = folder / f"fakemod{sysconfig.get_config_var('EXT_SUFFIX')}"
+    command = [gcc, "-shared", "-fPIC", "-O0", "-s", f"-I{include}", "-o", str(out), str(source)]
+    subprocess.run(command, check=True, capture_output=True)
+    return out
+
+
+def test_a_leak_in_an_extension_names_what_python_called(
+    fakemod: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "fakemod_target.py").write_text(MODULE_TARGET)
+    path = os.pathsep.join([str(tmp_path), str(fakemod.parent), *sys.path])
+    monkeypatch.setenv("PYTHONPATH", path)
+    report = tmp_path / "report.json"
+    cases = [str(SERVER_CASE), str(CORPUS / "0bceeeea15973ffd6ec3bd47d51c573610dd3803")]
+    assert main(["check", "fakemod_target:init", *cases, "--json", str(report), "-q"]) == 1
+    found = json.loads(report.read_text())["findings"]
+    assert len({f["signature"] for f in found}) == 1  # two inputs, one bug
+    (finding, *_) = found
+    assert f"{fakemod.name}(fn@0x" in finding["root_site"]  # stripped: by its start
+    assert finding["root_build"]
+    assert any(frame.endswith("[fakemod.lose]") for frame in finding["stack"])

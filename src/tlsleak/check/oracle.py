@@ -40,7 +40,7 @@ from tlsleak.check.verdict import (
     root_counters,
 )
 from tlsleak.ledgers import Counts, Ledger, Site, growth, make_ledger
-from tlsleak.ledgers.symbols import LostStack, StackRecorder, root_stack
+from tlsleak.ledgers.symbols import LostStack, StackRecorder, root_stack, several_entries
 from tlsleak.openssl.errors import OpenSSLError
 from tlsleak.openssl.hygiene import ErrorStates
 from tlsleak.targets import CallableTarget, Outcome, Status, Target
@@ -433,42 +433,57 @@ class Oracle:
         Returns where the leaked blocks come from (the library-internal
         sites, biggest first) and the stack of the first block lost that has
         a caller outside the runtime (:func:`~tlsleak.ledgers.symbols.root_stack`).
-        Every attributing ledger records during the same single replay;
-        caller stacks from one more run before it too (:data:`STACK_ATTEMPTS`),
-        so that a block lost on every run can be told from one that a thread
-        of the last run has yet to free.
+        Every attributing ledger records during the same single replay.
+        When its lost blocks were entered from more than one place (see
+        :meth:`_stacks_over_runs`), stacks are recorded again over several.
         """
         attributing = [x for x in self.ledgers if isinstance(x, AttributingLedger)]
         recording = [x for x in self.ledgers if isinstance(x, StackRecorder)]
         if not attributing and not recording:
             return (), None
+        marks = [ledger.begin_attribution() for ledger in attributing]
         stack_marks = [ledger.begin_stacks() for ledger in recording]
-        marks: list[int] = []
         try:
-            for _ in range(STACK_ATTEMPTS - 1 if recording else 0):
-                self._attempt(case)
-            marks = [ledger.begin_attribution() for ledger in attributing]
             self._attempt(case)
             gc.collect()
         finally:
             # Stacks first: ending the other attributions allocates.
             lost = [s for r, m in zip(recording, stack_marks, strict=True) for s in r.end_stacks(m)]
-            found = [  # marks: those begun, when the first run raised
-                x
-                for a, m in zip(attributing[: len(marks)], marks, strict=True)
-                for x in a.end_attribution(m)
+            found = [
+                x for a, m in zip(attributing, marks, strict=True) for x in a.end_attribution(m)
             ]
         sites: list[Site] = []
         for x in found:
             first = int(getattr(x, "first", 0))  # a user's ledger may not know the order
             sites.append(Site(str(x.file), int(x.line), int(x.blocks), int(x.bytes), first))
         ordered = tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
-        root = root_stack(lost, STACK_ATTEMPTS)
+        root = root_stack(lost)
+        if several_entries(lost):
+            root = self._stacks_over_runs(case, recording) or root
         # Naming the stacks made garbage (ctypes, a subprocess): gone before
         # the next check, or its collection there would look like a cycle.
         del lost, found
         gc.collect()
         return ordered, root
+
+    def _stacks_over_runs(
+        self, case: InitCase, recording: Sequence[StackRecorder]
+    ) -> LostStack | None:
+        """The root stack of :data:`STACK_ATTEMPTS` runs recorded together.
+
+        One run cannot tell the case's own leak from blocks a thread of that
+        run has yet to free (gRPC's server threads wind down after ``stop``);
+        over several, a leak lost a block on every one.  Only when that
+        matters: a library's leaks are entered from one place.
+        """
+        stack_marks = [ledger.begin_stacks() for ledger in recording]
+        try:
+            for _ in range(STACK_ATTEMPTS):
+                self._attempt(case)
+            gc.collect()
+        finally:
+            lost = [s for r, m in zip(recording, stack_marks, strict=True) for s in r.end_stacks(m)]
+        return root_stack(lost, STACK_ATTEMPTS)
 
 
 def _out_of_memory_is_a_rejection(outcome: Outcome) -> Outcome:

@@ -48,7 +48,9 @@ or, stripped, its start from the unwind tables (:mod:`tlsleak.ledgers._elf`):
 ``cygrpc.cpython-311-x86_64-linux-gnu.so(fn@0x8a81b0)``, which holds for that
 build only, so the finding keeps the build (:attr:`LostStack.root_build`)
 and a replay on another build "cannot reproduce exactly".  Which lost stack
-names the leak: :func:`root_stack`.
+names the leak: :func:`root_stack`.  A frame where Python entered an
+extension module also shows the name Python calls it by
+(:mod:`tlsleak.ledgers._entries`): ``cygrpc...so+0x904fe6 [cygrpc.Server()]``.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from dataclasses import dataclass, replace
 from typing import Final, Protocol, runtime_checkable
 
 from tlsleak.ledgers._elf import function_table
+from tlsleak.ledgers._entries import python_names
 from tlsleak.ledgers.interposer import RawStack
 
 __all__ = [
@@ -80,6 +83,7 @@ __all__ = [
     "is_runtime",
     "python_stack",
     "root_stack",
+    "several_entries",
     "symbolise",
 ]
 
@@ -188,6 +192,9 @@ class Frame:
     #: (a static function, which ``dladdr`` cannot name; not inlined callees).
     build: str | None = None
     static: str | None = None
+    #: What Python calls that function by, when Python calls it (an
+    #: extension module's function or method: :mod:`tlsleak.ledgers._entries`).
+    python_name: str | None = None
 
     @property
     def own_name(self) -> str | None:
@@ -223,9 +230,10 @@ class Frame:
         if where is not None:
             return f"{where} ({name})" if name else where
         base = os.path.basename(self.object) or "?"
+        entered = f" [{self.python_name}]" if self.python_name else ""
         if self.symbol:
-            return f"{base}({self.symbol}+{self.offset:#x})"
-        return f"{base}+{self.offset:#x}"
+            return f"{base}({self.symbol}+{self.offset:#x}){entered}"
+        return f"{base}+{self.offset:#x}{entered}"
 
 
 @dataclass(frozen=True)
@@ -387,6 +395,18 @@ def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | No
         groups.pop(None, None)  # cut stacks: their entry is unknown
     biggest = max(groups.values(), key=lambda g: (sum(s.blocks for s in g), -g[0].first))
     return biggest[0]
+
+
+def several_entries(stacks: Iterable[LostStack]) -> bool:
+    """Whether :func:`root_stack` must choose between entry points: record more runs.
+
+    No lost typed object (that would name the leak), and the heap stacks
+    with a caller were entered from more than one place.
+    """
+    named = [s for s in stacks if s.caller is not None and not s.thread_storage]
+    if any(s.python for s in named):
+        return False
+    return len({s.entry for s in named}) > 1
 
 
 #: Python frames kept per stack, innermost first (a test runner's are deep).
@@ -564,6 +584,7 @@ def symbolise(raw: Sequence[RawStack]) -> list[LostStack]:
         _named.clear()
     named = _named
     wanted: dict[str, dict[int, int]] = {}  # object -> lookup offset -> address
+    bases: dict[str, int] = {}
     for address in {a for stack in raw for a in stack.frames} - named.keys():
         # A return address points past the call: look up the call itself.
         path, base, symbol, saddr = _dladdr(address - 1)
@@ -572,9 +593,14 @@ def symbolise(raw: Sequence[RawStack]) -> list[LostStack]:
         if path and not is_runtime(path):
             lookup = address - 1 if _is_exec(path) else address - 1 - base
             wanted.setdefault(path, {})[lookup] = address
+            bases[path] = base
     for path, by_offset in wanted.items():
+        entries = python_names(path, bases[path])
         for lookup, at in by_offset.items():
-            named[at] = _own_function(named[at], path, lookup)
+            frame = _own_function(named[at], path, lookup)
+            if frame.start is not None and frame.start in entries:
+                frame = replace(frame, python_name=entries[frame.start])
+            named[at] = frame
         for lookup, (function, file, line) in _addr2line(path, sorted(by_offset)).items():
             if lookup in by_offset:
                 at = by_offset[lookup]
