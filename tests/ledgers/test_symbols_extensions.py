@@ -464,3 +464,56 @@ def test_a_leak_in_an_extension_names_what_python_called(
     assert f"{fakemod.name}(fn@0x" in finding["root_site"]  # stripped: by its start
     assert finding["root_build"]
     assert any(frame.endswith("[fakemod.lose]") for frame in finding["stack"])
+
+
+def test_several_entries_ask_for_more_runs() -> None:
+    one = _lost(1, 1, _in(0x100), _in(0x900), PYTHON)
+    same_entry = _lost(2, 1, _in(0x200), _in(0x900), PYTHON)
+    other_entry = _lost(3, 1, _in(0x300), _in(0xA00), PYTHON)
+    assert not symbols.several_entries([one, same_entry])
+    assert symbols.several_entries([one, other_entry])
+    # A lost typed object names the leak: no more runs needed.
+    typed = symbols.LostStack(1, 8, 4, (symbols.Frame(0, "mylib.tls", python=True),))
+    assert not symbols.several_entries([one, other_entry, typed])
+
+
+# -- replay on another build ---------------------------------------------------------
+
+#: An unrelated function put before the leaking ones: every start moves.
+UNRELATED = "__attribute__((noinline)) int unrelated(int x) { return x * 31 + 7; }\n"
+
+
+def test_a_stripped_root_replayed_on_another_build_cannot_be_reproduced_exactly(
+    builds: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    gcc = shutil.which("gcc")
+    assert gcc is not None
+    (tmp_path / "fake_ext_target.py").write_text(TARGET)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path]))
+    lib = tmp_path / "lib" / NAME
+    lib.parent.mkdir()
+    shutil.copy(builds["stripped"], lib)
+    monkeypatch.setenv("TLSLEAK_TEST_FAKE_EXT", str(lib))
+    out = tmp_path / "out"
+    args = ["check", "fake_ext_target:init", str(SERVER_CASE), "--out", str(out), "-q"]
+    assert main([*args, "--minimize-budget", "0"]) == 1
+    (folder,) = (out / "findings").iterdir()
+    stored = json.loads((folder / "finding.json").read_text())
+    assert "(fn@0x" in stored["root_site"]
+    # The same build, from another folder: still there.
+    monkeypatch.chdir(tmp_path / "lib")
+    assert main(["replay", str(folder)]) == 1
+    assert "still there" in capsys.readouterr().out
+    # Rebuilt with every start moved: neither "still there" nor "gone".
+    source = tmp_path / "moved.c"
+    source.write_text(SOURCE.replace("static void *volatile", UNRELATED + "static void *volatile"))
+    command = [gcc, "-shared", "-fPIC", "-O0", "-s", "-o", str(lib), str(source)]
+    subprocess.run(command, check=True, capture_output=True)
+    assert main(["replay", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert "gone" not in captured.out
+    assert "cannot reproduce exactly" in captured.err
+    assert "not the build loaded now" in captured.err
