@@ -32,6 +32,7 @@ def test_report_holds_the_run_and_every_finding() -> None:
         findings=[(Path("/c/b"), finding)],
     )
     assert report == {
+        "format": "tlsleak-check/1",
         "tool": "tlsleak",
         "version": __version__,
         "target": "control-leaky",
@@ -45,4 +46,4 @@ def test_report_holds_the_run_and_every_finding() -> None:
     data = encode(report)
     assert data.endswith(b"}\n")
     assert json.loads(data) == report
-    assert data.decode().startswith('{\n  "tool": "tlsleak",')
+    assert data.decode().startswith('{\n  "format": "tlsleak-check/1",\n  "tool": "tlsleak",')

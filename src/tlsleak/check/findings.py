@@ -7,7 +7,8 @@ Layout of ``FindingStore(folder)``::
                                  object types; sha12: 12 hex digits of sha256(signature)
         reproducer               the minimised case, encoded        (0600)
         original                 the case as it was found, encoded  (0600)
-        finding.json             Finding.to_json() of the reproducer's finding,
+        finding.json             ``"format": "tlsleak-finding/1"``, then
+                                 Finding.to_json() of the reproducer's finding,
                                  plus count, first_seen, last_seen and, when
                                  known, original_file; for a C library its
                                  absolute path and sha256 (``library``); for
@@ -37,6 +38,10 @@ replays the same from any directory (:class:`StoredFinding`): a ``c:`` target's
 library by absolute path and sha256 (:class:`LibraryRecord`), and where an
 allocation was made to fail, counted after a warm-up run whose own count is
 kept so that a numbering that drifted is noticed (:class:`FailPoint`).
+
+``finding.json`` names its format (:data:`FORMAT`, docs/formats.md); a folder
+stored before the field existed has none and reads as version 1, and one
+written by a later major version is refused in one line (:func:`format_refusal`).
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from tlsleak.cases.files import CorpusError, load_case
 from tlsleak.check.oracle import Finding, FindingKind, format_delta, root_counters
 
 __all__ = [
+    "FORMAT",
     "FailPoint",
     "FindingError",
     "FindingStore",
@@ -67,10 +73,14 @@ __all__ = [
     "StoredFinding",
     "file_sha256",
     "folder_name",
+    "format_refusal",
     "library_record",
     "load_finding",
     "load_stored",
 ]
+
+#: The ``format`` of ``finding.json``: a name, then the major version of its fields.
+FORMAT: Final = "tlsleak-finding/1"
 
 REPRODUCER: Final = "reproducer"
 ORIGINAL: Final = "original"
@@ -203,6 +213,29 @@ def folder_name(finding: Finding) -> str:
     return f"{finding.kind}-{_UNSAFE.sub('_', where)}-{digest}"
 
 
+def format_refusal(data: Any, expected: str) -> str | None:
+    """Why a JSON object's ``format`` can't be read as ``expected`` (``name/major``); None if it can.
+
+    No ``format`` at all is a file written before the field existed: it reads
+    as version 1.  Another name is another kind of file; a later major version
+    changed fields this version would misread, so it is refused rather than
+    guessed at.  (Minor additions never change the major version.)
+    """
+    found = data.get("format") if isinstance(data, dict) else None
+    if found is None:
+        return None
+    name, _sep, major = expected.rpartition("/")
+    found_name, sep, found_major = str(found).rpartition("/")
+    if not sep or found_name != name or not found_major.isdigit():
+        return f"format {found!r} is not {name}"
+    if int(found_major) > int(major):
+        return (
+            f"format {found} is newer than this tlsleak reads ({expected}): "
+            "upgrade tlsleak to read it"
+        )
+    return None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -308,7 +341,7 @@ class FindingStore:
         fail_point: FailPoint | None,
     ) -> bool:
         stamp = _now()
-        payload = recorded.to_json()
+        payload = {"format": FORMAT, **recorded.to_json()}
         payload.update(count=1, first_seen=stamp, last_seen=stamp, variants={finding.variant: 1})
         if original_file is not None:
             payload["original_file"] = str(original_file)
@@ -395,6 +428,8 @@ def load_stored(folder: Path) -> StoredFinding:
     if not folder.is_dir():
         raise FindingError(f"{folder}: not a finding folder (no such folder)")
     data = _read_json(folder)
+    if (refused := format_refusal(data, FORMAT)) is not None:
+        raise FindingError(f"{folder / FINDING_JSON}: {refused}")
     try:
         finding = Finding.from_json(data)
     except (KeyError, TypeError, ValueError) as exc:

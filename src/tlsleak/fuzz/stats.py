@@ -2,7 +2,8 @@
 
 A :class:`CampaignStatus` goes to the progress display every few seconds
 (:mod:`tlsleak.fuzz.progress`) and, as one JSON object a line, to the stats
-file of the output folder, with a last one at the end.
+file of the output folder, with a last one at the end.  Each line names its
+format first (:data:`FORMAT`, ``"tlsleak-stats/1"``: docs/formats.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Any, Final
 from tlsleak._netns import Network
 from tlsleak.fuzz.guidance import is_alloc_bucket, is_alloc_path, is_alloc_site, is_error_pair
 
-__all__ = ["STATS_EVERY", "CampaignStatus", "FindingRecord", "Stats", "WorkerStatus"]
+__all__ = ["FORMAT", "STATS_EVERY", "CampaignStatus", "FindingRecord", "Stats", "WorkerStatus"]
+
+#: The ``format`` of each line of ``stats.jsonl``: a name, then the major version.
+FORMAT: Final = "tlsleak-stats/1"
 
 #: Seconds between stats lines (and, by default, status snapshots).
 STATS_EVERY: Final = 5.0
@@ -103,6 +107,7 @@ class CampaignStatus:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": FORMAT,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             "elapsed": round(self.elapsed, 3),
             "target": self.target,

@@ -8,7 +8,8 @@ ledger's Python ones name them, left out otherwise), ``blind``: each
 ledger that was asked for or is a default of the target but cannot see it,
 with why (a blind ledger is dropped, never reported as zero), and
 ``network``: whether the worker was off the network
-(:class:`tlsleak._netns.Network`), whatever the answer.
+(:class:`tlsleak._netns.Network`), whatever the answer.  It names its format
+first (:data:`FORMAT`; its schema is docs/schemas/, see docs/formats.md).
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from tlsleak._netns import Network
 from tlsleak._version import __version__
 from tlsleak.check.oracle import Finding
 
-__all__ = ["check_report", "encode"]
+__all__ = ["FORMAT", "check_report", "encode"]
+
+#: The ``format`` of a ``tlsleak check --json`` report: a name, then the major version.
+FORMAT: Final = "tlsleak-check/1"
 
 
 def check_report(
@@ -42,6 +46,7 @@ def check_report(
     ``network`` (the worker's) is left out only when it is not known.
     """
     return {
+        "format": FORMAT,
         "tool": "tlsleak",
         "version": __version__,
         "target": target,
