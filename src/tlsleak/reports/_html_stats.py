@@ -17,8 +17,9 @@ back for a page:
   the file is read a line at a time, and a line longer than
   :data:`MAX_LINE` is refused rather than read whole.
 
-Fields a later version adds (``format``, say) are ignored; fields an earlier
-version did not write (``alloc_sites``) read as absent.
+Fields a later minor version adds are ignored, and fields an earlier version
+did not write (``format``, ``alloc_sites``) read as absent; a later major
+version of the format (``tlsleak-stats/2``) is refused, not misread.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
+
+from tlsleak.check.findings import format_refusal
+from tlsleak.fuzz.stats import FORMAT
 
 __all__ = ["MAX_LINE", "MAX_POINTS", "Point", "Run", "StatsError", "StatsFile", "downsample"]
 
@@ -137,6 +141,9 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], Point]:
         raise ValueError("not JSON") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
+    refusal = format_refusal(data, FORMAT)
+    if refusal is not None:
+        raise ValueError(refusal)
     elapsed = _number(data, "elapsed")
     execs = _number(data, "execs")
     counts = {name: int(_number(data, name, 0)) for name in _COUNTS}
