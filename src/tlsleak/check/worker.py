@@ -25,6 +25,15 @@ into a network namespace of its own with only loopback up
 (:mod:`tlsleak._netns`), and its ready message says whether that worked
 (:attr:`IsolatedOracle.network`), so that a report can say when it did not.
 
+With ``python=PATH`` the child runs under another interpreter (a user's
+venv, so that their own pyOpenSSL and cryptography are what is tested): the
+path is probed first (executable, Python 3.11 or newer), and the ``tlsleak``
+package is shipped to the child in a private temporary folder on its
+``PYTHONPATH`` rather than installed into that venv (:mod:`tlsleak.check._ship`,
+docs/python.md).  Nothing the child imports before the target needs more than
+the standard library.  The ready message names the interpreter and the
+pyOpenSSL and cryptography it loaded (:attr:`IsolatedOracle.runtime`).
+
 The parent and the child talk over two pipes of their own (not stdin and
 stdout, which the code under test may use): each message is a 4-byte
 big-endian length and that many bytes.  Requests are an operation byte, an
@@ -50,6 +59,7 @@ from typing import Any, Final
 
 from tlsleak._netns import Network, isolate
 from tlsleak.cases.case import InitCase, decode
+from tlsleak.check._ship import Interpreter, PythonRefused, Shipment, probe_python
 from tlsleak.check.oracle import (
     DEFAULT_REPLAYS,
     Finding,
@@ -125,6 +135,8 @@ class IsolatedOracle:
     ``log`` is the file the child's stderr is appended to (private, 0600);
     by default a temporary file that :meth:`close` removes.  ``ledgers=[]``
     counts nothing: the verdicts then only say how each case ended.
+    ``python`` is the interpreter to run the child under (default: this one);
+    one that is not a Python 3.11 or newer is a :class:`WorkerError` at start.
     """
 
     def __init__(
@@ -135,6 +147,7 @@ class IsolatedOracle:
         replays: int = DEFAULT_REPLAYS,
         timeout: float = DEFAULT_TIMEOUT,
         log: Path | None = None,
+        python: str | None = None,
     ) -> None:
         if replays < 1:
             raise ValueError(f"replays must be at least 1, not {replays}")
@@ -155,6 +168,12 @@ class IsolatedOracle:
         #: could not be restarted); checking then raises WorkerError with it.
         self.failure: str | None = None
         self.log = log
+        #: The interpreter asked for (None: this one), and what it was found to be.
+        self.python = python
+        self.interpreter: Interpreter | None = None
+        #: The child's interpreter and the pyOpenSSL/cryptography it loaded, one line.
+        self.runtime: str | None = None
+        self._shipment: Shipment | None = None
         self._own_log: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._to_child = -1
@@ -169,8 +188,11 @@ class IsolatedOracle:
         return self
 
     def close(self) -> None:
-        """End the child, and remove the temporary log (a given one is kept)."""
+        """End the child, remove the shipped package and the temporary log (a given one is kept)."""
         self._stop()
+        if self._shipment is not None:
+            self._shipment.remove()
+            self._shipment = None
         if self._own_log is not None:
             self._own_log.unlink(missing_ok=True)
             self._own_log = None
@@ -208,18 +230,37 @@ class IsolatedOracle:
         except OSError as exc:
             raise WorkerError(f"cannot write the worker's log {path}: {exc.strerror}") from None
 
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        """The child's interpreter and environment: this one's, or ``python``'s, tlsleak shipped."""
+        if self.python is None:
+            return [sys.executable], child_env()
+        if self.interpreter is None:
+            try:
+                self.interpreter = probe_python(self.python)
+            except PythonRefused as exc:
+                raise WorkerError(str(exc)) from None
+        if self._shipment is None:
+            try:
+                self._shipment = Shipment()
+            except OSError as exc:
+                raise WorkerError(f"cannot ship tlsleak to {self.python}: {exc}") from None
+        return [self.interpreter.path], self._shipment.env(child_env())
+
     def _spawn(self) -> None:
+        python, env = self._command()
         log, log_path = self._open_log()
         try:
-            self._spawn_logging_to(log, log_path)
+            self._spawn_logging_to(log, log_path, python, env)
         finally:
             os.close(log)
 
-    def _spawn_logging_to(self, log: int, log_path: Path) -> None:
+    def _spawn_logging_to(
+        self, log: int, log_path: Path, python: list[str], env: dict[str, str]
+    ) -> None:
         logged = os.fstat(log).st_size  # where this child's stderr starts
         req_read, req_write = os.pipe()
         resp_read, resp_write = os.pipe()
-        argv = [sys.executable, "-m", "tlsleak.check.worker", self.spec]
+        argv = [*python, "-m", "tlsleak.check.worker", self.spec]
         argv += [str(req_read), str(resp_write)]
         argv += ["--replays", str(self.replays)]
         for name in self.ledger_names or ():
@@ -229,7 +270,7 @@ class IsolatedOracle:
         try:
             self._proc = subprocess.Popen(
                 argv,
-                env=child_env(),
+                env=env,
                 pass_fds=(req_read, resp_write),
                 stdin=subprocess.DEVNULL,
                 stderr=log,
@@ -240,6 +281,10 @@ class IsolatedOracle:
                 # the parent, which ends the child by closing its pipes.
                 start_new_session=True,
             )
+        except OSError as exc:  # the interpreter went away (or was never runnable)
+            os.close(req_write)
+            os.close(resp_read)
+            raise WorkerError(f"cannot start the worker with {argv[0]}: {exc.strerror}") from None
         finally:
             os.close(req_read)
             os.close(resp_write)
@@ -270,6 +315,7 @@ class IsolatedOracle:
         self.blind = dict(reply.get("blind", {}))
         self.can_fail_allocations = reply["injector"]
         self.network = Network.from_json(reply.get("network"))
+        self.runtime = reply.get("runtime")
 
     def _receive(self, deadline: float) -> dict[str, Any] | None:
         payload = _read(self._from_child, deadline)
@@ -380,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     network = isolate()
     from tlsleak.ledgers import LedgerBlind, LedgerUnavailable
     from tlsleak.targets import UnknownTarget, resolve_target
+    from tlsleak.targets._binding import stack_versions
 
     parser = argparse.ArgumentParser(prog="tlsleak.check.worker")
     parser.add_argument("target")
@@ -407,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "blind": oracle.blind,
         "injector": oracle.injector is not None,
         "network": network.to_json(),
+        "runtime": stack_versions(),
     }
     _write(args.replies, json.dumps(ready).encode())
     try:

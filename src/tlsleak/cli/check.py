@@ -41,6 +41,7 @@ from tlsleak.cli._common import (
     stderr_message,
     verdict_exit,
 )
+from tlsleak.cli._python import add_python, runtime_line
 from tlsleak.ledgers import LEDGERS
 from tlsleak.reports import json_report, text
 from tlsleak.targets import TARGETS
@@ -97,6 +98,7 @@ def add_parser(commands: Commands) -> None:
     )
     add_timeout(check, "a case still running after this long")
     add_fail_on(check)
+    add_python(check)
     check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     check.add_argument(
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             replays=args.replays,
             timeout=args.timeout,
             log=None if args.out is None else args.out / "worker.log",
+            python=args.python,
         )
     )
     try:
@@ -152,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for why in oracle.blind.values():
         print(f"not counted: {why}")
+    if line := runtime_line(oracle):
+        print(line)  # --python: what the cases ran on
     if args.json is not None:
         report = json_report.check_report(
             oracle.target_name,
@@ -368,7 +373,11 @@ def _confirm_afresh(
 ) -> FailPoint:
     """The point a fresh process, run as ``replay`` runs it, gives ``finding`` at; warns if none."""
     fresh = IsolatedOracle(
-        args.target, ledgers=args.ledgers, replays=args.replays, timeout=args.timeout
+        args.target,
+        ledgers=args.ledgers,
+        replays=args.replays,
+        timeout=args.timeout,
+        python=args.python,
     )
     again = confirm_afresh(fresh, finding, point, case)
     if again is not None:

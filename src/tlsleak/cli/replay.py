@@ -40,6 +40,7 @@ from tlsleak.cli._common import (
     stderr_message,
     verdict_exit,
 )
+from tlsleak.cli._python import add_python, runtime_line
 from tlsleak.reports.text import SITES_SHOWN
 from tlsleak.targets import TARGETS
 
@@ -71,6 +72,7 @@ def add_parser(commands: Commands) -> None:
     add_replays(replay)
     add_timeout(replay, "seconds before the run")
     add_fail_on(replay)
+    add_python(replay)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,7 +80,11 @@ def run(args: argparse.Namespace) -> int:
     recorded = stored.finding
     spec, what = _target_to_load(args, stored)
     print(f"target: {spec} ({what})")
-    oracle = started(IsolatedOracle(spec, replays=args.replays, timeout=args.timeout))
+    oracle = started(
+        IsolatedOracle(spec, replays=args.replays, timeout=args.timeout, python=args.python)
+    )
+    if line := runtime_line(oracle):
+        print(line)  # --python: what the reproducer runs on
     if oracle.network is not None and (line := oracle.network.warning()):
         print(line)  # the worker could reach the network (tlsleak._netns)
     reproduction: Reproduction | None = None

@@ -28,19 +28,28 @@ object made, so that a leak names the line of the user's code that made what
 was lost (``lost at mylib/tls.py:17 (init)``, see
 :func:`tlsleak.ledgers.symbols.python_stack`).  Only then: a stack walk per
 constructor call would cost ordinary attempts far more than the counting.
+
+The binding may be an older one (a ``--python`` interpreter with pyOpenSSL 23
+on cryptography 41, docs/python.md): the functions it lacks are simply not
+wrapped, a type is counted only when the binding has both a constructor and a
+destructor of it (a counter it cannot keep is left out, never shown as 0), and
+a binding that cannot make or free ``SSL_CTX``, ``SSL``, ``X509``,
+``EVP_PKEY`` and ``BIO`` objects makes :meth:`OpenSSLObjectLedger.start` say
+which functions it misses.  cryptography is imported when the ledger starts,
+not with this module: the check worker imports every ledger, also where the
+code under test has no cryptography.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from cryptography.hazmat.bindings.openssl.binding import Binding
-
-from tlsleak.ledgers.base import Counts
+from tlsleak.ledgers.base import Counts, LedgerUnavailable
 from tlsleak.ledgers.symbols import Frame, LostStack, python_stack
 
 __all__ = ["CONSTRUCTORS", "DESTRUCTORS", "TRANSFERS", "UP_REFS", "OpenSSLObjectLedger"]
@@ -102,6 +111,11 @@ DESTRUCTORS: Final[dict[str, tuple[str, ...]]] = {
     "DH": ("DH_free",),
 }
 
+#: The types a binding must be able to make and free for the ledger to count at
+#: all: the objects of every TLS init path (a context, a connection, what is
+#: loaded into them, and the memory BIOs it is loaded through).
+ESSENTIAL: Final = ("SSL_CTX", "SSL", "X509", "EVP_PKEY", "BIO")
+
 #: Functions adding one reference (return 1 on success).
 UP_REFS: Final[tuple[str, ...]] = (
     "SSL_CTX_up_ref",
@@ -138,7 +152,7 @@ class _Books:
     percent of it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Iterable[str] = CONSTRUCTORS) -> None:
         # Reentrant: a free can run from a garbage-collection callback while
         # the same thread is inside one of these methods.
         self.lock = threading.RLock()
@@ -149,7 +163,8 @@ class _Books:
         self.kind_of: dict[Any, tuple[Any, str]] = {}
         #: References an object took over (ownership transfers), if any.
         self.owned: dict[Any, list[Any]] = {}
-        self.counts: dict[str, int] = dict.fromkeys(CONSTRUCTORS, 0)
+        #: Live objects of each type the binding can make and free (only those).
+        self.counts: dict[str, int] = dict.fromkeys(kinds, 0)
         #: Addresses handed out again while we thought them live (freed unseen).
         self.unseen_frees = 0
         #: [constructor calls since reset, the call number to fail (0: none)].
@@ -226,13 +241,14 @@ class _Books:
 def _wrap_constructor(real: Callable[..., Any], books: _Books, kind: str) -> Callable[..., Any]:
     refs, kind_of, counts, made = books.refs, books.kind_of, books.counts, books.made
     faults = books.faults
+    null = _null()
 
     def constructor(*args: Any) -> Any:
         faults[0] += 1
         if faults[0] == faults[1]:
             # Allocation-failure injection: this constructor "ran out of
             # memory".  Its real counterpart is not called at all.
-            return _NULL
+            return null
         ptr = real(*args)
         if ptr:
             if ptr in refs:
@@ -307,10 +323,33 @@ def _wrap_transfer(
     return transfer
 
 
-# What a constructor returns when a failure is injected: NULL, as a cffi
-# pointer so callers' `ptr == ffi.NULL` and `not ptr` checks see it (cffi
-# compares pointers by address, whichever FFI made them).
-_NULL: Final = Binding.ffi.NULL
+def _null() -> Any:
+    """What a constructor returns when a failure is injected: NULL, as a cffi pointer.
+
+    Callers' ``ptr == ffi.NULL`` and ``not ptr`` checks then see it (cffi
+    compares pointers by address, whichever FFI made them).  Imported here,
+    when a binding is interposed on, so that this module needs no cryptography.
+    """
+    from cryptography.hazmat.bindings.openssl.binding import Binding
+
+    return Binding.ffi.NULL
+
+
+def _unseen(lib: Any) -> tuple[dict[str, list[str]], list[str]]:
+    """The types ``lib`` cannot make or free, with the functions it lacks; the missing essentials.
+
+    A type with constructors but no destructor would look leaked on every
+    attempt, one with no constructor would always count 0: neither is counted.
+    """
+    unseen: dict[str, list[str]] = {}
+    for kind, made in CONSTRUCTORS.items():
+        freed = DESTRUCTORS[kind]
+        if not any(hasattr(lib, n) for n in made):
+            unseen.setdefault(kind, []).append(" / ".join(made))
+        if not any(hasattr(lib, n) for n in freed):
+            unseen.setdefault(kind, []).append(" / ".join(freed))
+    missing = [name for kind in ESSENTIAL for name in unseen.get(kind, ())]
+    return unseen, missing
 
 
 class _LibProxy:
@@ -355,10 +394,12 @@ class _Interposer:
 
     def __init__(self, lib: Any) -> None:
         self.lib = lib
-        self.books = _Books()
+        unseen, self.missing = _unseen(lib)
+        kinds = [kind for kind in CONSTRUCTORS if kind not in unseen]
+        self.books = _Books(kinds)
         wrapped: dict[str, Callable[..., Any]] = {}
-        for kind, names in CONSTRUCTORS.items():
-            for name in names:
+        for kind in kinds:
+            for name in CONSTRUCTORS[kind]:
                 if hasattr(lib, name):
                     wrapped[name] = _wrap_constructor(getattr(lib, name), self.books, kind)
         #: The recording constructors, swapped in while :attr:`recorders` > 0.
@@ -460,11 +501,25 @@ def _interposer_for(lib: Any) -> _Interposer:
 
 
 def _default_lib() -> Any:
-    # pyOpenSSL binds this very object (OpenSSL._util.lib is Binding.lib).
-    import OpenSSL.SSL  # noqa: F401 - make sure its module globals exist to be rebound
-    from cryptography.hazmat.bindings.openssl.binding import Binding
+    """cryptography's ``Binding.lib``: the object pyOpenSSL binds as ``OpenSSL.SSL._lib``.
 
-    return Binding.lib
+    So it is from pyOpenSSL 23 (cryptography 41) to today.  pyOpenSSL is
+    imported first when it is installed, so that its module globals exist to
+    be rebound; code on cryptography's binding alone needs no pyOpenSSL.
+    """
+    try:
+        from cryptography.hazmat.bindings.openssl.binding import Binding
+    except ImportError:
+        raise LedgerUnavailable(
+            f"cryptography is not installed for {sys.executable}: no binding to count "
+            "OpenSSL objects through"
+        ) from None
+    with contextlib.suppress(ImportError):
+        import OpenSSL.SSL  # noqa: F401 - its module globals, to be rebound
+    lib = getattr(Binding, "lib", None)
+    if lib is None:  # an old binding that loads its lib when first instantiated
+        lib = Binding().lib
+    return lib
 
 
 class OpenSSLObjectLedger:
@@ -487,7 +542,13 @@ class OpenSSLObjectLedger:
     def start(self) -> None:
         if self._interposer is not None:
             return
-        self._interposer = _interposer_for(self._lib if self._lib is not None else _default_lib())
+        interposer = _interposer_for(self._lib if self._lib is not None else _default_lib())
+        if interposer.missing:
+            raise LedgerUnavailable(
+                "the OpenSSL binding cannot make or free the objects of a TLS init path "
+                f"(it lacks {', '.join(interposer.missing)}): no OpenSSL objects counted"
+            )
+        self._interposer = interposer
         self._interposer.install()
 
     def stop(self) -> None:

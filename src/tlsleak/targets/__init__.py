@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from tlsleak.targets.base import (
@@ -88,15 +89,42 @@ def _needs(extra: str, package: str, make: Callable[[], Target]) -> Callable[[],
     return made
 
 
+#: What pip installs each top-level module as, for the targets on cryptography's binding.
+_DISTRIBUTIONS = {"OpenSSL": "pyOpenSSL", "cryptography": "cryptography"}
+
+
+def _on_binding(*packages: str, make: Callable[[], Target]) -> Callable[[], Target]:
+    """``make``, for a target on pyOpenSSL or cryptography's binding.
+
+    Those are tlsleak's own dependencies, but a worker run under another
+    interpreter (``--python``, docs/python.md) sees only that interpreter's
+    packages: a missing one is one line naming it and the interpreter.
+    """
+
+    def made() -> Target:
+        try:
+            return make()
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in packages:
+                raise
+            # The first package brings the others (pyOpenSSL needs cryptography).
+            name = _DISTRIBUTIONS[packages[0]]
+            raise TargetUnavailable(
+                f"{name} is not installed for {sys.executable}: pip install {name}"
+            ) from None
+
+    return made
+
+
 #: Built-in targets by name; the first is the default.
 TARGETS: dict[str, Callable[[], Target]] = {
-    "pyopenssl": _pyopenssl,
+    "pyopenssl": _on_binding("OpenSSL", "cryptography", make=_pyopenssl),
     "ssl": _ssl,
     "mbedtls": _needs("mbedtls", "mbedtls", _mbedtls),
     "grpc": _needs("grpc", "grpc", _grpc),
     "mongoose": _needs("mongoose", "cymongoose", _mongoose),
-    "control-leaky": _control(True),
-    "control-fixed": _control(False),
+    "control-leaky": _on_binding("cryptography", make=_control(True)),
+    "control-fixed": _on_binding("cryptography", make=_control(False)),
 }
 
 

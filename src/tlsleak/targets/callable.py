@@ -16,27 +16,21 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from OpenSSL import SSL, crypto
-
 from tlsleak.cases.case import InitCase
-from tlsleak.openssl.errors import (
-    ErrorQueue,
-    OpenSSLError,
-    binding_error_queue,
-    pyopenssl_error_entries,
-)
-from tlsleak.targets._binding import binding_ledgers
+from tlsleak.openssl.errors import ErrorQueue, OpenSSLError, pyopenssl_error_entries
+from tlsleak.targets._binding import binding_ledgers, callable_error_queue
 from tlsleak.targets.base import Outcome, Rejected, Status, Step
 from tlsleak.targets.stdlib_ssl import ssl_error_entries
 
 __all__ = ["DEFAULT_REJECTIONS", "CallableTarget", "load_callable"]
 
-DEFAULT_REJECTIONS: tuple[type[BaseException], ...] = (
-    Rejected,
-    SSL.Error,
-    crypto.Error,
-    ssl.SSLError,
-)
+DEFAULT_REJECTIONS: tuple[type[BaseException], ...] = (Rejected, ssl.SSLError)
+try:  # pyOpenSSL's errors, where it is installed (a --python venv may have none)
+    from OpenSSL import SSL, crypto
+
+    DEFAULT_REJECTIONS += (SSL.Error, crypto.Error)
+except ImportError:
+    pass
 
 
 def _errors_of(exc: BaseException) -> tuple[OpenSSLError, ...]:
@@ -70,7 +64,7 @@ class CallableTarget:
         self.rejections = tuple(rejections)
 
     def error_queue(self) -> ErrorQueue:
-        return binding_error_queue()
+        return callable_error_queue()
 
     def run(self, case: InitCase) -> Outcome:
         try:
