@@ -46,6 +46,8 @@ class Plot:
     svg: str
 
 
+RATE = "Executions per second"
+
 #: (seconds in the unit, its name) for the x axis, by the run's length.
 _UNITS = ((1.0, "seconds"), (60.0, "minutes"), (3600.0, "hours"), (86400.0, "days"))
 
@@ -66,7 +68,11 @@ def plots(points: Sequence[Point]) -> list[Plot]:
     xs = [p.elapsed / seconds for p in points]
 
     def chart(title: str, series: dict[str, list[float]], note: str = "") -> Plot:
+        top = max((v for values in series.values() for v in values), default=0)
+        # Counts under 10: whole-number ticks, not 0.1 steps of a count.
+        ticks = {"y_labels": list(range(int(top) + 2))} if title != RATE and top < 10 else {}
         graph = pygal.XY(
+            **ticks,
             js=[],  # pygal's tooltips are a script from the web: none, the page is offline
             disable_xml_declaration=True,
             show_dots=False,
@@ -95,7 +101,7 @@ def plots(points: Sequence[Point]) -> list[Plot]:
     sites = [n for n in ("alloc_sites", "alloc_paths") if any(p.counts[n] for p in points)]
     kinds = sorted({k for p in points for k in p.findings})
     result = [
-        chart("Executions per second", {"executions/s": [p.exec_per_s for p in points]}),
+        chart(RATE, {"executions/s": [p.exec_per_s for p in points]}),
         chart("Corpus size", counts("corpus"), "inputs in the corpus"),
         chart(
             "Coverage",
