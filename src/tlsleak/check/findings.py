@@ -214,7 +214,7 @@ def folder_name(finding: Finding) -> str:
 
 
 def format_refusal(data: Any, expected: str) -> str | None:
-    """Why a JSON object's ``format`` can't be read as ``expected`` (``name/major``); None if it can.
+    """Why a JSON object's ``format`` can't be read as ``expected`` (``name/major``), or None.
 
     No ``format`` at all is a file written before the field existed: it reads
     as version 1.  Another name is another kind of file; a later major version

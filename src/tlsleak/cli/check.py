@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 import tempfile
 import time
@@ -21,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from tlsleak._fs import write_atomically
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import bundled_corpus, case_files, load_case
 from tlsleak.check.failalloc import FailingRuns, WarmedOracle, confirm_afresh, failure_points, sweep
@@ -29,17 +27,23 @@ from tlsleak.check.findings import FailPoint, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
 from tlsleak.check.worker import IsolatedOracle, WorkerError
 from tlsleak.cli._common import (
+    EXIT_USAGE,
     Commands,
     UsageError,
+    add_ci_reports,
     add_fail_on,
     add_minimize_budget,
     add_replays,
     add_timeout,
+    check_ci_reports,
+    check_output_path,
     positive_int,
     progress,
     started,
     stderr_message,
     verdict_exit,
+    write_ci_reports,
+    write_output,
 )
 from tlsleak.cli._python import add_python, runtime_line
 from tlsleak.ledgers import LEDGERS
@@ -100,6 +104,7 @@ def add_parser(commands: Commands) -> None:
     add_fail_on(check)
     add_python(check)
     check.add_argument("--json", type=Path, metavar="FILE", help="also write a JSON report to FILE")
+    add_ci_reports(check)
     check.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     check.add_argument(
         "--out",
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
     files = case_files(args.paths or [bundled_corpus()])
     if args.json is not None:
         _check_report_path(args.json)
+    check_ci_reports(args)
     store = _finding_store(args.out) if args.out is not None else None
     show_progress = not args.quiet and sys.stderr.isatty()
     started_at = time.monotonic()
@@ -172,10 +178,48 @@ def run(args: argparse.Namespace) -> int:
     if store is not None and findings:
         stored = len({store.path_for(f) for _path, f in findings})
         print(f"\n{stored} distinct findings stored in {store.folder}")
+    problem = None
     if oracle.failure is not None:
         checked = sum(statuses.values())
-        raise UsageError(f"{oracle.failure} ({checked} of {len(files)} cases checked)")
-    return verdict_exit((f.kind for _path, f in findings), args.fail_on)
+        problem = f"{oracle.failure} ({checked} of {len(files)} cases checked)"
+    kinds = (f.kind for _path, f in findings)
+    exit_status = EXIT_USAGE if problem else verdict_exit(kinds, args.fail_on)
+    _write_ci_reports(args, oracle, files, statuses, findings, store, exit_status, problem)
+    if problem is not None:
+        raise UsageError(problem)
+    return exit_status
+
+
+def _write_ci_reports(
+    args: argparse.Namespace,
+    oracle: IsolatedOracle,
+    files: Sequence[Path],
+    statuses: Counter[str],
+    findings: Sequence[tuple[Path, Finding]],
+    store: FindingStore | None,
+    exit_status: int,
+    problem: str | None,
+) -> None:
+    """``--sarif`` and ``--summary-md``: the distinct findings, and what ran (reports.ci)."""
+    if args.sarif is None and args.summary_md is None:
+        return
+    from tlsleak.reports.ci import RunInfo, from_check
+
+    ledgers = ", ".join(oracle.ledger_names or ()) or "none"
+    fail_alloc = ", failing allocations (--fail-alloc)" if args.fail_alloc else ""
+    notes = [f"not counted: {why}" for why in oracle.blind.values()]
+    if oracle.network is not None and (warning := oracle.network.warning()):
+        notes.append(warning)
+    run = RunInfo(
+        command="check",
+        target=oracle.target_name,
+        ran=f"{len(files)} cases, ledgers {ledgers}, {oracle.replays} replays{fail_alloc}",
+        outcomes=dict(sorted(statuses.items())),
+        exit_status=exit_status,
+        problem=problem,
+        notes=tuple(notes),
+    )
+    write_ci_reports(args, run, from_check(findings, None if store is None else store.path_for))
 
 
 def _check_files(
@@ -245,70 +289,14 @@ def _refuse_path_as_target(spec: str) -> None:
     raise UsageError(f"{spec} is {what}, not a target: tlsleak check TARGET PATH...")
 
 
-def _folder_of(path: Path) -> Path:
-    return path.parent if str(path.parent) else Path(".")
-
-
-def _is_stream(path: Path) -> bool:
-    """A destination written in place: a device, a FIFO, a socket, or a name under /dev.
-
-    ``--json /dev/stdout`` (or a pipe, ``>(jq .)``) must reach the stream, and
-    renaming a file over a device would replace the device itself (as root).
-    """
-    if str(path).startswith(("/dev/", "/proc/self/fd/")):
-        return True
-    try:
-        mode = path.stat().st_mode
-    except OSError:
-        return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
-
-
 def _check_report_path(path: Path) -> None:
-    """Refuse a ``--json`` destination the report can't be written to, before any case runs.
-
-    A regular file is written to a temporary file in the same folder and
-    renamed over ``path``, so the folder must take a new file, and ``path``
-    must be a regular file or nothing (a file of ``/proc`` can't be replaced).
-    A stream (:func:`_is_stream`) is written in place, so it must be writable.
-    """
-    if _is_stream(path):
-        if not os.access(path, os.W_OK):
-            raise UsageError(f"--json {path}: cannot write to it")
-        return
-    folder = _folder_of(path)
-    if not folder.is_dir():
-        raise UsageError(f"--json {path}: folder {folder} does not exist")
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as exc:
-        raise UsageError(f"--json {path}: cannot use it: {exc.strerror}") from None
-    if mode is not None and stat.S_ISDIR(mode):
-        raise UsageError(f"--json {path}: is a folder; give the report's file name")
-    if mode is not None and not stat.S_ISREG(mode):
-        raise UsageError(f"--json {path}: not a regular file; give a file the report can replace")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"--json {path}: cannot write in {folder}: {exc.strerror}") from None
+    """Refuse a ``--json`` destination the report can't be written to, before any case runs."""
+    check_output_path("--json", path)
 
 
 def _write_report(path: Path, data: bytes) -> None:
-    # Checked again: the folder may have gone, or the file changed, while the cases ran.
-    _check_report_path(path)
-    try:
-        if _is_stream(path):
-            # Appending: /dev/stdout may be a file the text report went to.
-            with path.open("ab") as stream:
-                stream.write(data)
-        else:
-            write_atomically(path, data)
-    except OSError as exc:
-        raise UsageError(f"--json {path}: cannot write the report: {exc.strerror}") from None
+    """Write the ``--json`` report whole (:func:`~tlsleak.cli._common.write_output`)."""
+    write_output("--json", path, data)
 
 
 def _finding_store(out: Path) -> FindingStore:

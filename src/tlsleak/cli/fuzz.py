@@ -9,7 +9,8 @@ into a clean stop.  libFuzzer's own flags follow ``--`` (see ``main``).
 Exit status: 128 + the signal after Ctrl-C or SIGTERM; otherwise 1 when a
 finding of a ``--fail-on`` kind was found; otherwise 2 when the campaign did
 no work (no input executed, or every worker given up), with one line saying
-why; otherwise 0.
+why; otherwise 0.  ``--sarif`` and ``--summary-md`` are written after any stop,
+from the campaign's distinct findings and their stored folders.
 """
 
 from __future__ import annotations
@@ -25,15 +26,18 @@ from tlsleak.cli._common import (
     EXIT_USAGE,
     Commands,
     UsageError,
+    add_ci_reports,
     add_fail_on,
     add_minimize_budget,
     add_replays,
     add_timeout,
+    check_ci_reports,
     non_negative_int,
     positive_float,
     positive_int,
     stderr_message,
     verdict_exit,
+    write_ci_reports,
 )
 from tlsleak.fuzz import MAX_JOBS
 
@@ -127,11 +131,13 @@ def add_parser(commands: Commands) -> None:
         "fail (after a warm-up run of the same input), and the mutators set, move and clear "
         "it; a finding stores the point so that 'tlsleak replay' fails the same allocation",
     )
+    add_ci_reports(fuzz)
     fuzz.add_argument("-q", "--quiet", action="store_true", help="no progress, summary only")
 
 
 def run(args: argparse.Namespace) -> int:
     _require_atheris()
+    check_ci_reports(args)
     from rich.console import Console
 
     from tlsleak.fuzz.progress import summary_table, summary_title
@@ -146,7 +152,36 @@ def run(args: argparse.Namespace) -> int:
             f"\n{len(status.findings)} distinct findings in {args.out / 'findings'}; "
             "replay one with: tlsleak replay FOLDER"
         )
-    return campaign_exit(status, signum, args.fail_on)
+    exit_status = campaign_exit(status, signum, args.fail_on)
+    _write_ci_reports(args, status, exit_status)
+    return exit_status
+
+
+def _write_ci_reports(args: argparse.Namespace, status: CampaignStatus, exit_status: int) -> None:
+    """``--sarif`` and ``--summary-md``: what the campaign ran and found (reports.ci)."""
+    if args.sarif is None and args.summary_md is None:
+        return
+    from tlsleak.reports.ci import RunInfo, from_campaign
+
+    notes = []
+    if status.network is not None and (line := status.network.warning()):
+        notes.append(line)
+    run = RunInfo(
+        command="fuzz",
+        target=status.target,
+        ran=f"{status.execs} inputs in {status.elapsed:.0f} s with {len(status.workers)} "
+        f"worker{'s' if len(status.workers) != 1 else ''}; corpus {status.corpus} cases",
+        outcomes={
+            "inputs": status.execs,
+            "corpus cases added": status.corpus_added,
+            "worker restarts": status.restarts,
+            "finding sightings": sum(f.count for f in status.findings),
+        },
+        exit_status=exit_status,
+        problem=status.no_work,
+        notes=tuple(notes),
+    )
+    write_ci_reports(args, run, from_campaign(status.findings, status.target))
 
 
 def _require_atheris() -> None:
