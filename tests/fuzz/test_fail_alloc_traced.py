@@ -21,7 +21,10 @@ heap interposer can fail its allocations; ``tlsleak.targets.clib``, the
 
 And the mechanism itself, in preloaded children: a quiet call's allocations
 are neither counted nor failed, on its own thread only, and results and
-exceptions pass through.
+exceptions pass through.  What quiet hooks cannot cover (an instrumented
+function's frame object, big enough to come from malloc) is why a
+``--fail-alloc`` worker leaves grpc's init path untraced
+(:data:`~tlsleak.fuzz.instrumentation.UNTRACED_WHEN_FAILING`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ from tlsleak.cases.case import decode
 from tlsleak.check.findings import load_stored
 from tlsleak.cli import main
 from tlsleak.fuzz.campaign import Campaign, CampaignOptions, CampaignStatus
-from tlsleak.fuzz.instrumentation import TARGET_MODULES
+from tlsleak.fuzz.instrumentation import (
+    TARGET_MODULES,
+    UNTRACED_WHEN_FAILING,
+    not_instrumented,
+)
 from tlsleak.ledgers import heap_available
 from tlsleak.ledgers.shim import preload_env
 
@@ -203,6 +210,20 @@ def heap_only(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_the_c_targets_python_side_is_traced() -> None:
     # What makes the campaigns below a control: atheris's hooks run inside the attempt.
     assert "tlsleak.targets.clib" in TARGET_MODULES
+    assert "tlsleak.targets.clib" not in not_instrumented("c:/x/lib.so", fail_alloc=True)
+
+
+def test_grpc_is_traced_except_under_fail_alloc() -> None:
+    # Traced, its frames' objects are big enough to come from malloc, and failing
+    # one loses the MemoryError (SystemError): not the target's bug.
+    grpc = "tlsleak.targets.grpc_target"
+    assert {grpc} == UNTRACED_WHEN_FAILING
+    assert grpc not in not_instrumented("grpc")
+    assert grpc in not_instrumented("grpc", fail_alloc=True)
+    assert "tlsleak.targets.mongoose" not in not_instrumented("mongoose", fail_alloc=True)
+    assert "tlsleak.targets.mbedtls" in not_instrumented("mbedtls")  # never traced
+    # The rest of tlsleak is left alone either way.
+    assert set(not_instrumented("grpc")) < set(not_instrumented("grpc", fail_alloc=True))
 
 
 def test_a_correct_heap_only_library_gives_no_finding_under_fail_alloc(

@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     events = _Events(args.events)
 
     with atheris.instrument_imports(
-        include=instrumented_packages(args.target), exclude=not_instrumented(args.target)
+        include=instrumented_packages(args.target),
+        exclude=not_instrumented(args.target, fail_alloc=args.fail_alloc),
     ):
         from tlsleak.cases.case import decode
         from tlsleak.check.oracle import Oracle
