@@ -335,3 +335,14 @@ def test_only_the_pyopenssl_target_needs_pyopenssl() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("pyOpenSSL is not installed for "), done.stdout
+
+
+def test_diff_runs_every_target_under_another_python(
+    bare_python: str, user_code: Path, small_corpus: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ssl (stdlib only) and a user callable, compared under a Python without cryptography."""
+    corpus = str(small_corpus)
+    assert main(["diff", "ssl", "plain_init:clean", corpus, "--python", bare_python]) == 0
+    assert f"python: Python {sys.version.split()[0]} ({bare_python})" in capsys.readouterr().out
+    assert main(["diff", "ssl", "pyopenssl", corpus, "--python", bare_python]) == 2
+    assert "pyOpenSSL is not installed for" in capsys.readouterr().err

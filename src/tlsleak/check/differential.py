@@ -252,11 +252,16 @@ class Differ:
     probes what each can load; :meth:`compare` gives one case's :class:`Row`.
     """
 
-    def __init__(self, specs: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, specs: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, python: str | None = None
+    ) -> None:
         if len(specs) < 2:
             raise ValueError(f"a comparison needs at least two targets, not {len(specs)}")
         self.specs = list(specs)
-        self.oracles = [IsolatedOracle(s, ledgers=[], timeout=timeout) for s in self.specs]
+        # python: every target under that interpreter (--python, docs/python.md).
+        self.oracles = [
+            IsolatedOracle(s, ledgers=[], timeout=timeout, python=python) for s in self.specs
+        ]
         self.targets: list[TargetInfo] = []
 
     def start(self) -> Differ:

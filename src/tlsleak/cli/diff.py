@@ -26,6 +26,7 @@ from tlsleak.cli._common import (
     add_timeout,
     progress,
 )
+from tlsleak.cli._python import add_python, runtime_line
 from tlsleak.cli.check import _check_report_path, _write_report
 from tlsleak.reports import differential as report
 from tlsleak.reports.json_report import encode
@@ -65,6 +66,7 @@ def add_parser(commands: Commands) -> None:
         help="exit 1 when the targets disagree on any case",
     )
     diff.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    add_python(diff)
 
 
 def split_arguments(arguments: list[str]) -> tuple[list[str], list[Path]]:
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     show_progress = not args.quiet and sys.stderr.isatty()
     started_at = time.monotonic()
     rows: list[Row] = []
-    differ = Differ(targets, timeout=args.timeout)
+    differ = Differ(targets, timeout=args.timeout, python=args.python)
     try:
         differ.start()
     except WorkerError as exc:
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         print(report.markdown_report(differ.targets, rows, command), end="")
     else:
         print(report.text_report(differ.targets, rows, elapsed))
+        if line := runtime_line(differ.oracles[0]):
+            print(line)  # --python: what every target ran on
     if args.json is not None:
         _write_report(args.json, encode(report.json_report(differ.targets, rows)))
     if differ.failure is not None:
