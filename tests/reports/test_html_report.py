@@ -249,9 +249,15 @@ def test_the_findings_table_has_a_row_per_folder(tmp_path: Path) -> None:
     broken = out / "findings" / "exception-key-000000000000"
     broken.mkdir()
     (broken / "finding.json").write_text("{ torn")
+    # JSON that reads as a finding, with a delta that is not counts.
+    odd = store_finding(out, "odd", kind=FindingKind.LEAK, delta={"SSL": 1})
+    data = json.loads((odd / "finding.json").read_text())
+    data["delta"] = {"SSL": "many"}
+    (odd / "finding.json").write_text(json.dumps(data))
     page = page_of(out)
     rows = re.findall(r'<tr class="finding">(.*?)</tr>', page, re.DOTALL)
-    assert len(rows) == 3
+    assert len(rows) == 4
+    assert "not a finding (" in rows[3]
     # Leaks first, then exceptions; the unreadable folder last, saying why.
     assert "SSL_CTX +1, heap.blocks +3 per attempt" in rows[0]
     assert "lost at control_leaky.c:19 (tls_init_once)" in rows[0]
@@ -282,6 +288,7 @@ def test_a_check_folder_has_findings_and_says_there_is_nothing_to_plot(tmp_path:
     store_finding(out)
     page = page_of(out)
     assert "findings only" in page
+    assert "<dt>Target</dt><dd>control-leaky</dd>" in page
     assert 'class="pygal-chart"' not in page
     assert len(re.findall(r'<tr class="finding">', page)) == 1
 

@@ -3,8 +3,9 @@
 Each sub-folder of ``OUT/findings/`` is read with
 :func:`tlsleak.check.findings.load_stored` (what replay reads) and its
 ``finding.json`` for the counts the store keeps beside the finding.  A folder
-that can't be read is a row saying why, not the end of the report: the page
-is about everything else too.
+that can't be read, or holds values of the wrong type, is a row saying why,
+not the end of the report: the page is about everything else too.  Only a
+``findings/`` folder that can't be listed is an error (:class:`FindingError`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FindingRow:
     replay: str
     first_seen: str = ""
     last_seen: str = ""
+    target: str = ""
     #: Why the folder could not be read ("" when it could).
     problem: str = ""
 
@@ -51,12 +53,12 @@ def load_rows(findings: Path) -> list[FindingRow]:
     """Every finding folder under ``findings`` (none if it is missing), most telling first."""
     if not findings.is_dir():
         return []
-    rows = [
-        _row(folder)
-        for folder in sorted(findings.iterdir())
+    try:
         # Dot folders are a store's temporary ones (a run killed mid-write).
-        if folder.is_dir() and not folder.name.startswith(".")
-    ]
+        folders = [f for f in sorted(findings.iterdir()) if f.is_dir() and f.name[:1] != "."]
+    except OSError as exc:
+        raise FindingError(f"{findings}: cannot read: {exc.strerror or exc}") from None
+    rows = [_row(folder) for folder in folders]
     rows.sort(key=lambda r: (_ORDER.get(r.kind, len(_ORDER)), -(r.count or 0), r.folder.name))
     return rows
 
@@ -64,11 +66,20 @@ def load_rows(findings: Path) -> list[FindingRow]:
 def _row(folder: Path) -> FindingRow:
     replay = f"tlsleak replay {shlex.quote(str(folder.absolute()))}"
     try:
-        stored = load_stored(folder)
+        return _readable_row(folder, replay)
     except FindingError as exc:
-        return FindingRow(
-            folder, "unreadable", "-", None, "-", None, "-", (), (), replay, problem=str(exc)
-        )
+        problem = str(exc)
+    except (TypeError, ValueError, AttributeError) as exc:
+        # JSON that load_stored took but whose values are not what they say
+        # (a delta of strings): the row says so rather than the report failing.
+        problem = f"{folder / FINDING_JSON}: not a finding ({exc})"
+    return FindingRow(
+        folder, "unreadable", "-", None, "-", None, "-", (), (), replay, problem=problem
+    )
+
+
+def _readable_row(folder: Path, replay: str) -> FindingRow:
+    stored = load_stored(folder)
     finding = stored.finding
     raw = _raw(folder)
     count = raw.get("count")
@@ -91,12 +102,13 @@ def _row(folder: Path) -> FindingRow:
         count=count if isinstance(count, int) and not isinstance(count, bool) else None,
         growth=growth,
         size=stored.reproducer.size,
-        what=finding.what,
+        what=str(finding.what),
         where=tuple(where),
-        stack=finding.stack,
+        stack=tuple(str(frame) for frame in finding.stack),
         replay=replay,
         first_seen=str(raw.get("first_seen", "")),
         last_seen=str(raw.get("last_seen", "")),
+        target=str(finding.target),
     )
 
 

@@ -29,6 +29,7 @@ from typing import Final
 
 from tlsleak._fs import write_atomically
 from tlsleak._version import __version__
+from tlsleak.check.findings import FindingError
 from tlsleak.reports._html_findings import FindingRow, load_rows
 from tlsleak.reports._html_plots import PlottingMissing, plots, require_pygal
 from tlsleak.reports._html_stats import MAX_POINTS, Run, StatsError, StatsFile, downsample
@@ -125,7 +126,10 @@ def write_report(out: Path, file: Path) -> str:
         stats = StatsFile.read(folder.stats) if folder.campaign else None
     except StatsError as exc:
         raise ReportError(str(exc)) from None
-    rows = load_rows(folder.findings)
+    try:
+        rows = load_rows(folder.findings)
+    except FindingError as exc:
+        raise ReportError(str(exc)) from None
     page = render(folder, stats, rows)
     try:
         write_atomically(file, page.encode("utf-8"))
@@ -187,6 +191,7 @@ def _check_header(folder: Folder, rows: list[FindingRow]) -> list[str]:
         *_facts(
             [
                 ("Folder", f"<code>{_e(folder.path.absolute())}</code>"),
+                ("Target", _e(", ".join(sorted({r.target for r in rows if r.target})) or "-")),
                 ("Findings", _e(_by_kind(rows) or "none")),
                 ("Exit status", _e(status)),
             ]
