@@ -64,12 +64,17 @@ def final(elapsed: float, execs: int, **extra: Any) -> dict[str, Any]:
     return stats_line(elapsed, execs, workers=workers, **extra)
 
 
-def store_finding(out: Path, message: str = "bad key", kind: FindingKind = FindingKind.EXCEPTION,
-                  **fields: Any) -> Path:
+def store_finding(
+    out: Path,
+    message: str = "bad key",
+    kind: FindingKind = FindingKind.EXCEPTION,
+    label: str = "key-truncated",
+    **fields: Any,
+) -> Path:
     finding = Finding(
         kind,
         "control-leaky",
-        InitCase(key=b"k" * 7, labels=("key-truncated",)),
+        InitCase(key=b"k" * 7, labels=(label,)),
         Outcome(Status.ERROR, step="key", message=message),
         **fields,
     )
@@ -215,13 +220,16 @@ def test_every_string_from_the_folder_is_escaped(tmp_path: Path) -> None:
         tmp_path / "out",
         [final(10.0, 100, target=HOSTILE, findings={HOSTILE: 1}, no_work=HOSTILE)],
     )
-    store_finding(out, message=HOSTILE, stack=(HOSTILE, "b.c:2 (f)"), caller=HOSTILE)
+    store_finding(
+        out, message=HOSTILE, label=HOSTILE, stack=(HOSTILE, "b.c:2 (f)"), caller=HOSTILE
+    )
     page = page_of(out)
     assert "<script" not in page.lower()
     assert "<img" not in page.lower()
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
-    # Positive control: the message reached the page (as text), in the table and the title.
-    assert page.count("&lt;script&gt;") >= 4
+    # Positive control: the strings reached the page, as text: the title (twice), the
+    # exit status, the table's what, label, caller and stack (the plot's legend is SVG text).
+    assert page.count("&lt;script&gt;alert(&quot;x&quot;)") >= 7, page
 
 
 def test_the_page_loads_nothing_and_runs_nothing(tmp_path: Path) -> None:
@@ -264,6 +272,7 @@ def test_the_findings_table_has_a_row_per_folder(tmp_path: Path) -> None:
     assert "stack (2 frames)" in rows[0]
     assert "bad key" in rows[1]
     assert "7 B" in rows[1]
+    assert "key-truncated" in rows[1]
     assert "not valid JSON" in rows[2]
     for row in rows:
         assert "tlsleak replay " in row

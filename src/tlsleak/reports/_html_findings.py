@@ -45,6 +45,8 @@ class FindingRow:
     first_seen: str = ""
     last_seen: str = ""
     target: str = ""
+    #: The reproducer's labels: the defects that made it.
+    labels: tuple[str, ...] = ()
     #: Why the folder could not be read ("" when it could).
     problem: str = ""
 
@@ -109,6 +111,7 @@ def _readable_row(folder: Path, replay: str) -> FindingRow:
         first_seen=str(raw.get("first_seen", "")),
         last_seen=str(raw.get("last_seen", "")),
         target=str(finding.target),
+        labels=stored.reproducer.labels,
     )
 
 

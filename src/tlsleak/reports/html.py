@@ -55,6 +55,7 @@ figure svg{width:100%;height:auto;display:block}figcaption{font-weight:600}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
 th{background:#f3f4f6}td.num{text-align:right;white-space:nowrap}
+td.num div{white-space:normal;text-align:left}
 code,pre{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.95em}
 td code{word-break:break-all}pre{white-space:pre-wrap;margin:.3em 0}
 .kind-leak,.kind-crash{color:#b91c1c;font-weight:600}
@@ -334,6 +335,8 @@ def _findings_table(rows: list[FindingRow]) -> list[str]:
         if r.first_seen:
             seen = f'<span title="{_e(f"first {r.first_seen}, last {r.last_seen}")}">{seen}</span>'
         size = "-" if r.size is None else f"{r.size:,} B"
+        if r.labels:
+            size += f'<div class="note">{_e(", ".join(r.labels))}</div>'
         where = "".join(f"<div><code>{_e(w)}</code></div>" for w in r.where)
         if r.stack:
             frames = _e("\n".join(r.stack))
