@@ -198,6 +198,21 @@ def test_tlsleak_python_is_the_default(
     assert "--python" in capsys.readouterr().err
 
 
+def test_tlsleak_python_runs_the_worker_there(
+    bare_python: str,
+    user_code: Path,
+    small_corpus: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TLSLEAK_PYTHON", bare_python)
+    assert main(["check", "plain_init:clean", str(small_corpus), "-q"]) == 0
+    assert f"({bare_python})" in capsys.readouterr().out
+    monkeypatch.setenv("TLSLEAK_PYTHON", "")  # empty: this Python, and no python line
+    assert main(["check", "plain_init:clean", str(small_corpus), "-q"]) == 0
+    assert "python: " not in capsys.readouterr().out
+
+
 def test_the_minimum_is_pyprojects() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert pyproject["project"]["requires-python"] == ">=" + ".".join(map(str, MIN_PYTHON))
