@@ -93,7 +93,7 @@ def test_a_torn_last_line_still_makes_a_page(
 ) -> None:
     out = campaign(tmp_path, json.dumps(LINE) + "\n" + json.dumps(LINE)[:40])
     assert main(["report", str(out), "--html", str(tmp_path / "p.html")]) == 0
-    assert "was cut short" in (tmp_path / "p.html").read_text()
+    assert "were cut short" in (tmp_path / "p.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -96,14 +96,29 @@ def test_a_torn_last_line_is_skipped_and_said(tmp_path: Path) -> None:
     lines = [stats_line(5.0, 10), stats_line(10.0, 60)]
     out = write_stats(tmp_path / "out", lines, tail='{"time":"2026-12-05T07:00:15+00:00","elap')
     stats = StatsFile.read(out / "stats.jsonl")
-    assert stats.torn
+    assert stats.torn == 1
     assert stats.lines == 2
     assert [p.execs for p in stats.runs[0].points] == [10, 60]
-    assert "was cut short" in page_of(out)
+    assert "were cut short" in page_of(out)
     # Negative control: the same file whole has nothing torn to say.
     whole = write_stats(tmp_path / "whole", lines)
     assert not StatsFile.read(whole / "stats.jsonl").torn
-    assert "was cut short" not in page_of(whole)
+    assert "were cut short" not in page_of(whole)
+
+
+def test_a_torn_line_then_a_new_campaign_keeps_both(tmp_path: Path) -> None:
+    # Killed mid-write, then a new campaign appended its first line after the torn one.
+    first = [stats_line(5.0, 10), stats_line(10.0, 60)]
+    torn = json.dumps(stats_line(15.0, 90))[:70]
+    second = [stats_line(2.0, 3), final(9.0, 120)]
+    out = write_stats(tmp_path / "out", first)
+    text = (out / "stats.jsonl").read_text() + torn + "".join(json.dumps(x) + "\n" for x in second)
+    (out / "stats.jsonl").write_text(text)
+    stats = StatsFile.read(out / "stats.jsonl")
+    assert stats.torn == 1
+    assert stats.lines == 4
+    assert [[p.execs for p in run.points] for run in stats.runs] == [[10, 60], [3, 120]]
+    assert "1 line(s) of <code>stats.jsonl</code> were cut short" in page_of(out)
 
 
 @pytest.mark.parametrize(

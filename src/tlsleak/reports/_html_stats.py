@@ -4,10 +4,13 @@ A campaign appends one JSON object a line to ``OUT/stats.jsonl`` every few
 seconds and a last one when it ends (:mod:`tlsleak.fuzz.stats`).  Reading it
 back for a page:
 
-- **A torn last line is skipped.**  A campaign killed in the middle of a
-  write (a full disk) can leave a last line without its newline; that one
-  line is dropped, and the page says so.  Any other line that is not a stats
-  object is garbage: :class:`StatsError`, one line naming the line.
+- **A torn line is skipped.**  A campaign killed in the middle of a write
+  (a full disk) can leave a last line without its newline; that one line is
+  dropped, and the page says so.  When another campaign then used the
+  folder, its first line follows the torn one on the same line: the torn
+  part is dropped and the whole line after it kept (:func:`_after_torn`).
+  Any other line that is not a stats object is garbage: :class:`StatsError`,
+  one line naming the line.
 - **One file, several campaigns.**  Every campaign on the same folder appends
   to the same file, and each starts its clock again: a line whose ``elapsed``
   goes back starts a new :class:`Run`.  The plots show the last run; earlier
@@ -96,8 +99,8 @@ class StatsFile:
     path: Path
     runs: list[Run]
     lines: int
-    #: The torn last line was skipped (the campaign was killed mid-write).
-    torn: bool = False
+    #: Lines cut short that were skipped (a campaign killed mid-write).
+    torn: int = 0
 
     @property
     def last(self) -> Run | None:
@@ -107,8 +110,7 @@ class StatsFile:
     def read(cls, path: Path) -> StatsFile:
         """Read and check every line of ``path`` (:class:`StatsError` on garbage)."""
         runs: list[Run] = []
-        number = 0
-        torn = False
+        number = lines = torn = 0
         try:
             with path.open("rb") as file:
                 while raw := file.readline(MAX_LINE + 1):
@@ -119,9 +121,14 @@ class StatsFile:
                         data, point = _parse(raw)
                     except ValueError as exc:
                         if not raw.endswith(b"\n"):  # readline stopped at the end of the file
-                            torn = True  # the last line, cut short: a campaign killed writing
+                            torn += 1  # the last line, cut short: a campaign killed writing
                             break
-                        raise StatsError(f"{path}:{number}: not a stats line ({exc})") from None
+                        rest = _after_torn(raw)
+                        if rest is None:
+                            raise StatsError(f"{path}:{number}: not a stats line ({exc})") from None
+                        torn += 1
+                        data, point = rest
+                    lines += 1
                     if not runs or point.elapsed < runs[-1].points[-1].elapsed:
                         if runs:
                             runs[-1].points[1:-1] = []  # earlier runs: first and last only
@@ -130,7 +137,26 @@ class StatsFile:
                     runs[-1].last = data
         except OSError as exc:
             raise StatsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        return cls(path, runs, number - torn, torn)
+        return cls(path, runs, lines, torn)
+
+
+def _after_torn(raw: bytes) -> tuple[dict[str, Any], Point] | None:
+    """The whole stats line at the end of ``raw``, if a torn one comes before it; else None.
+
+    A campaign killed in the middle of a line leaves the start of an object
+    without its end; the next campaign on the folder appends its first line
+    right after it, so both read as one line.  The later part, from a ``{"``
+    on, is that whole line.
+    """
+    if not raw.startswith(b'{"'):
+        return None
+    start = raw.find(b'{"', 1)
+    while start > 0:
+        try:
+            return _parse(raw[start:])
+        except ValueError:
+            start = raw.find(b'{"', start + 1)
+    return None
 
 
 def _parse(raw: bytes) -> tuple[dict[str, Any], Point]:

@@ -238,8 +238,8 @@ def _campaign_header(folder: Folder, stats: StatsFile, rows: list[FindingRow]) -
         )
     if stats.torn:
         notes.append(
-            f"The last line of <code>{STATS}</code> was cut short (a campaign killed while "
-            "writing it) and is left out."
+            f"{stats.torn} line(s) of <code>{STATS}</code> were cut short (a campaign killed "
+            "while writing) and are left out."
         )
     if point.findings and not rows:
         notes.append(f"No finding folders under <code>{FINDINGS}/</code>, though stats count some.")
