@@ -59,7 +59,7 @@ class StatsError(Exception):
     """A ``stats.jsonl`` that can't be read, or holds garbage; the message is one line."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Point:
     """What one stats line says, as plotted."""
 
@@ -133,6 +133,9 @@ class StatsFile:
                         if runs:
                             runs[-1].points[1:-1] = []  # earlier runs: first and last only
                         runs.append(Run(first=data))
+                    if runs[-1].points and point.findings == runs[-1].points[-1].findings:
+                        # Findings change rarely: one dict for the lines that agree (memory).
+                        point = replace(point, findings=runs[-1].points[-1].findings)
                     runs[-1].points.append(point)
                     runs[-1].last = data
         except OSError as exc:
