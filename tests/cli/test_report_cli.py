@@ -99,8 +99,8 @@ def test_a_torn_last_line_still_makes_a_page(
 @pytest.mark.parametrize(
     ("where", "said"),
     [
-        (lambda t: t / "no-such-dir" / "p.html", "cannot write there"),
-        (lambda t: t / "out" / "stats.jsonl" / "p.html", "cannot write there"),
+        (lambda t: t / "no-such-dir" / "p.html", "folder"),
+        (lambda t: t / "out" / "stats.jsonl" / "p.html", "folder"),
         (lambda t: t, "is a folder"),
     ],
 )
@@ -121,7 +121,17 @@ def test_a_read_only_folder_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     assert main(["report", str(out), "--html", str(locked / "p.html")]) == 2
-    assert "cannot write there" in one_line_error(capsys)
+    assert "cannot write in" in one_line_error(capsys)
+
+
+def test_dev_stdout_gets_the_page(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # A stream is written in place (never replaced by a file), as --json /dev/stdout is.
+    assert main(["report", str(campaign(tmp_path)), "--html", "/dev/stdout"]) == 0
+    captured = capfd.readouterr()
+    assert captured.out.startswith("<!DOCTYPE html>")
+    assert captured.out.rstrip().endswith("</html>")
+    assert captured.err.startswith("/dev/stdout: campaign ")
+    assert Path("/dev/stdout").exists()
 
 
 def test_without_pygal_one_line_says_how_to_install_it(

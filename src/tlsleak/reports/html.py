@@ -6,7 +6,8 @@ there is nothing to plot).  The page has a title block (target, duration,
 executions, workers, what the campaign's exit status was), the plots of the
 last campaign's figures over time (:mod:`._html_plots`, from
 :mod:`._html_stats`), earlier campaigns on the same folder, and the table of
-findings (:mod:`._html_findings`).
+findings (:mod:`._html_findings`).  The command (:mod:`tlsleak.cli.report`)
+checks FILE before :func:`build` and writes the page whole, atomically.
 
 Self-contained and inert: the styles and the SVG plots are inline, there is
 no script, and a Content-Security-Policy of ``default-src 'none'`` (inline
@@ -19,22 +20,19 @@ is escaped: a finding's message may hold anything an init path printed.
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from tlsleak._fs import write_atomically
 from tlsleak._version import __version__
 from tlsleak.check.findings import FindingError
 from tlsleak.reports._html_findings import FindingRow, load_rows
 from tlsleak.reports._html_plots import PlottingMissing, plots, require_pygal
 from tlsleak.reports._html_stats import MAX_POINTS, Run, StatsError, StatsFile, downsample
 
-__all__ = ["Folder", "ReportError", "open_folder", "render", "write_report"]
+__all__ = ["Folder", "ReportError", "build", "open_folder", "prepare", "render"]
 
 STATS: Final = "stats.jsonl"
 FINDINGS: Final = "findings"
@@ -100,44 +98,25 @@ def open_folder(out: Path) -> Folder:
     return folder
 
 
-def check_writable(file: Path) -> None:
-    """Prove FILE can be written (its folder takes a new file) before any work."""
-    if file.is_dir():
-        raise ReportError(f"--html {file}: is a folder")
-    parent = file.parent
-    try:
-        # Permission bits don't tell the whole story (read-only mounts, root):
-        # making a file there is the one reliable test.
-        fd, probe = tempfile.mkstemp(prefix=f".{file.name}.probe-", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise ReportError(f"--html {file}: cannot write there: {exc.strerror or exc}") from None
-
-
-def write_report(out: Path, file: Path) -> str:
-    """Check everything, read OUT, write the page to FILE atomically; a line saying what."""
+def prepare(out: Path) -> Folder:
+    """What can be refused before any work: pygal missing, OUT not an output folder."""
     try:
         require_pygal()
     except PlottingMissing as exc:
         raise ReportError(str(exc)) from None
-    folder = open_folder(out)
-    check_writable(file)
+    return open_folder(out)
+
+
+def build(folder: Folder) -> tuple[str, str]:
+    """Read ``folder`` and render it: the page, and a line saying what it holds."""
     try:
         stats = StatsFile.read(folder.stats) if folder.campaign else None
-    except StatsError as exc:
-        raise ReportError(str(exc)) from None
-    try:
         rows = load_rows(folder.findings)
-    except FindingError as exc:
+    except (StatsError, FindingError) as exc:
         raise ReportError(str(exc)) from None
     page = render(folder, stats, rows)
-    try:
-        write_atomically(file, page.encode("utf-8"))
-    except OSError as exc:
-        raise ReportError(f"--html {file}: cannot write: {exc.strerror or exc}") from None
     kind = "campaign" if stats is not None else "check folder"
-    return f"{file}: {kind} {out}, {len(rows)} findings, {len(page) // 1024 + 1} KiB"
+    return page, f"{kind} {folder.path}, {len(rows)} findings, {len(page) // 1024 + 1} KiB"
 
 
 def render(folder: Folder, stats: StatsFile | None, rows: list[FindingRow]) -> str:
