@@ -30,7 +30,7 @@ from tlsleak._version import __version__
 from tlsleak.check.oracle import FindingKind
 from tlsleak.reports.ci import Distinct, RunInfo, exit_meaning
 
-__all__ = ["FINGERPRINT", "LEVELS", "RULES", "SCHEMA_URI", "rule_id", "sarif_log"]
+__all__ = ["FINGERPRINT", "LEVELS", "RULES", "SCHEMA_URI", "fingerprint", "rule_id", "sarif_log"]
 
 SCHEMA_URI: Final = (
     "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
