@@ -68,6 +68,8 @@ __all__ = [
 DEFAULT_REPLAYS = 3
 #: Runs of a leaking case with caller stacks recorded (:meth:`Oracle._attribute`).
 STACK_ATTEMPTS: Final = 3
+#: Runs after those, unrecorded, for their threads to wind down (the same).
+SETTLE_ATTEMPTS: Final = 2
 
 
 class Oracle:
@@ -459,7 +461,7 @@ class Oracle:
         ordered = tuple(sorted(sites, key=lambda x: (-x.bytes, x.file, x.line)))
         root = root_stack(lost)
         if several_entries(lost):
-            root = self._stacks_over_runs(case, recording) or root
+            root = self._stacks_over_runs(case, recording)
         # Naming the stacks made garbage (ctypes, a subprocess): gone before
         # the next check, or its collection there would look like a cycle.
         del lost, found
@@ -473,12 +475,21 @@ class Oracle:
 
         One run cannot tell the case's own leak from blocks a thread of that
         run has yet to free (gRPC's server threads wind down after ``stop``);
-        over several, a leak lost a block on every one.  Only when that
-        matters: a library's leaks are entered from one place.
+        over several, followed by :data:`SETTLE_ATTEMPTS` unrecorded ones, a
+        leak lost a block on every one (None when no stack did).  Only when
+        that matters: a library's leaks are entered from one place.
         """
         stack_marks = [ledger.begin_stacks() for ledger in recording]
         try:
             for _ in range(STACK_ATTEMPTS):
+                self._attempt(case)
+            # Recording paused, more runs let those threads finish: what they
+            # free leaves the table (blocks of a ledger that can't pause count
+            # more runs, which a leak passes too).
+            for ledger in recording:
+                if callable(pause := getattr(ledger, "pause_stacks", None)):
+                    pause()
+            for _ in range(SETTLE_ATTEMPTS):
                 self._attempt(case)
             gc.collect()
         finally:

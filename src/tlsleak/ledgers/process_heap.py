@@ -156,6 +156,14 @@ class ProcessHeapLedger:
         """Record the stack of every new block; return the mark for :meth:`end_stacks`."""
         return self._active().stacks_begin()
 
+    def pause_stacks(self) -> None:
+        """Stop recording new blocks; the recorded ones stay until freed or :meth:`end_stacks`.
+
+        So that more runs can let the recorded runs' threads wind down (what
+        they free leaves the table) without adding blocks of their own.
+        """
+        self._active().stacks_end()
+
     def end_stacks(self, mark: int) -> list[LostStack]:
         """Stop recording; the blocks recorded since ``mark`` still live, by stack, lost first.
 

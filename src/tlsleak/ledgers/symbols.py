@@ -94,6 +94,8 @@ _RUNTIME: Final = re.compile(
     r"|libc[.-]|libc$|ld-linux|ld-|libdl[.-]|libpthread[.-]|libgcc_s|libstdc\+\+"
     r"|libtlsleak_|libpython|python[0-9.]*$|libffi)"
 )
+#: The C library, whose ``start_thread`` calls a thread's function.
+_LIBC: Final = re.compile(r"^libc[.-]|^libc$")
 #: A Python extension module (a shared object ``import`` loads).
 _EXTENSION: Final = re.compile(r"\.cpython-.*\.so$|\.abi3\.so$")
 
@@ -269,6 +271,19 @@ class LostStack:
         return any(f.symbol == "__tls_get_addr" for f in inner if not f.python)
 
     @property
+    def threaded(self) -> bool:
+        """Whether the caller's code was entered by a thread's start (libc), not a call.
+
+        A library's own threads (gRPC's pollers and executors) allocate what
+        they need while they live, and those of the case's last runs may
+        still be winding down: such blocks name the case's leak only when
+        nothing that the case's call entered is lost.
+        """
+        outside = itertools.dropwhile(lambda f: f.runtime, self.frames)
+        after = next(itertools.dropwhile(lambda f: not f.runtime, outside), None)
+        return after is not None and bool(_LIBC.search(os.path.basename(after.object)))
+
+    @property
     def entry(self) -> tuple[str, str] | None:
         """(object, function) where the caller's code was entered: the group of a lost block.
 
@@ -373,10 +388,13 @@ def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | No
 
     Heap stacks recorded over ``attempts`` runs of the case: those that lost
     a block on every run are the leak (a block that a thread of the last run
-    frees later, a cache, lose one); none doing so, all count.  They are
+    frees later, a cache, lose one); none doing so, no stack names it (the
+    growth came from the state of the process, not from a path of the case:
+    naming whatever was left over would name noise).  They are
     grouped by their entry point (:attr:`LostStack.entry`: the function the
     interpreter, a thread or the binding called; stacks cut before it count
-    only when no other has one); the group that lost the
+    only when no other has one); among those the case's call entered (a
+    thread's come last: :attr:`LostStack.threaded`), the group that lost the
     most blocks is the leak (a case can take two paths that leak: gRPC's
     refused server loses its credentials' array, one block, and the
     never-started server, twenty), the earliest one on a tie, and its
@@ -387,13 +405,18 @@ def root_stack(stacks: Iterable[LostStack], attempts: int = 1) -> LostStack | No
     python = [s for s in named if s.python]
     if python or not named:
         return min(python, key=lambda s: s.first, default=None)
-    kept = [s for s in named if s.blocks >= attempts] or named
+    kept = [s for s in named if s.blocks >= attempts]
+    if not kept:
+        return None
     groups: dict[tuple[str, str] | None, list[LostStack]] = {}
     for stack in sorted(kept, key=lambda s: s.first):
         groups.setdefault(stack.entry, []).append(stack)
     if len(groups) > 1:
         groups.pop(None, None)  # cut stacks: their entry is unknown
-    biggest = max(groups.values(), key=lambda g: (sum(s.blocks for s in g), -g[0].first))
+    biggest = max(
+        groups.values(),
+        key=lambda g: (not g[0].threaded, sum(s.blocks for s in g), -g[0].first),
+    )
     return biggest[0]
 
 
