@@ -15,20 +15,29 @@ encoded case: replay it with this script, not with ``fuzz_oracle.py``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import atheris
 from hypothesis import given, settings
 
-from _instrument import NOT_INSTRUMENTED, TARGET_SPEC, instrumented_packages
+# Neither imports anything of tlsleak that is to be instrumented: atheris
+# instruments only modules first imported inside instrument_imports().
+from tlsleak.fuzz.entry import DEFAULT_TARGET, libfuzzer_argv
+from tlsleak.fuzz.instrumentation import NOT_INSTRUMENTED, instrumented_packages
 
-with atheris.instrument_imports(include=instrumented_packages(), exclude=NOT_INSTRUMENTED):
+TARGET_SPEC = os.environ.get("TLSLEAK_TARGET") or DEFAULT_TARGET
+
+with atheris.instrument_imports(
+    include=instrumented_packages(TARGET_SPEC), exclude=NOT_INSTRUMENTED
+):
     import tlsleak
     from tlsleak.strategies import init_cases
     from tlsleak.targets import resolve_target
 
     # Resolving imports the target's module; inside this block it is instrumented.
     TARGET = resolve_target(TARGET_SPEC)
+
 
 # No example database: libFuzzer keeps the corpus and the crash files, and a
 # database would only collect failing examples under .hypothesis/examples in
@@ -45,7 +54,9 @@ TestOneInput = test_init_path_does_not_leak.hypothesis.fuzz_one_input
 
 
 def main() -> None:
-    argv = list(sys.argv)
+    # argv[0] becomes a command that re-runs this interpreter on this script,
+    # which libFuzzer's -jobs/-fork/-workers start more of (tlsleak.fuzz.entry).
+    argv = libfuzzer_argv(sys.argv)
     if not any(arg.startswith("-len_control=") for arg in argv):
         # libFuzzer grows its length limit slowly from 4 bytes, but Hypothesis
         # needs a few dozen bytes of choices for a single case and rejects
