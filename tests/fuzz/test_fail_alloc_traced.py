@@ -170,6 +170,17 @@ def test_quiet_hooks_wraps_each_hook_in_place() -> None:
     assert all(got["wrapped"])
 
 
+def test_quiet_hooks_skips_a_hook_this_atheris_does_not_have() -> None:
+    got = _child(
+        """
+        from tlsleak.fuzz.worker import quiet_hooks
+        fake = types.SimpleNamespace(_trace_branch=lambda counter: h.in_quiet_call())
+        out(done=quiet_hooks(fake), quiet=fake._trace_branch(1), others=sorted(vars(fake)))
+        """
+    )
+    assert got == {"done": True, "quiet": True, "others": ["_trace_branch"]}
+
+
 @pytest.mark.skipif(heap_available(), reason="pytest itself runs preloaded")
 def test_quiet_hooks_leaves_the_hooks_alone_without_the_interposer() -> None:
     import types

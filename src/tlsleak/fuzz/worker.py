@@ -124,7 +124,9 @@ def quiet_hooks(atheris: Any) -> bool:
         return False
     heap = interposer()
     for name in ATHERIS_HOOKS:
-        setattr(atheris, name, heap.quiet(getattr(atheris, name)))
+        hook = getattr(atheris, name, None)
+        if hook is not None:  # an atheris without one of them never calls it
+            setattr(atheris, name, heap.quiet(hook))
     return True
 
 
