@@ -22,6 +22,7 @@ from typing import Final
 
 from tlsleak.cases.case import InitCase
 from tlsleak.cases.files import bundled_corpus, case_files, load_case
+from tlsleak.check.alone import Alone, gives_alone
 from tlsleak.check.failalloc import FailingRuns, WarmedOracle, confirm_afresh, failure_points, sweep
 from tlsleak.check.findings import FailPoint, FindingStore
 from tlsleak.check.oracle import Finding, FindingKind
@@ -148,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.fail_alloc:
             _require_countable(oracle, files)
-        statuses, findings = _check_files(args, oracle, files, store, show_progress)
+        alone = Alone(lambda: _fresh(args))
+        statuses, findings = _check_files(args, oracle, files, store, show_progress, alone)
     finally:
         oracle.close()
         if show_progress:
@@ -159,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
             oracle.target_name, files, statuses, findings, elapsed, network=oracle.network
         )
     )
+    if alone.unconfirmed:
+        print(text.unconfirmed_lines(alone.unconfirmed))
     for why in oracle.blind.values():
         print(f"not counted: {why}")
     if line := runtime_line(oracle):
@@ -173,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             findings=findings,
             network=oracle.network,
             blind=oracle.blind,
+            unconfirmed=alone.unconfirmed,
         )
         _write_report(args.json, json_report.encode(report))
     if store is not None and findings:
@@ -222,14 +227,29 @@ def _write_ci_reports(
     write_ci_reports(args, run, from_check(findings, None if store is None else store.path_for))
 
 
+def _fresh(args: argparse.Namespace) -> IsolatedOracle:
+    """A worker like the check's, not started: one that has run nothing, as ``replay``'s."""
+    return IsolatedOracle(
+        args.target,
+        ledgers=args.ledgers,
+        replays=args.replays,
+        timeout=args.timeout,
+        python=args.python,
+    )
+
+
 def _check_files(
     args: argparse.Namespace,
     oracle: IsolatedOracle,
     files: Sequence[Path],
     store: FindingStore | None,
     show_progress: bool,
+    alone: Alone,
 ) -> tuple[Counter[str], list[tuple[Path, Finding]]]:
-    """Outcome counts and findings of every case in ``files`` (stored as found, with ``--out``)."""
+    """Outcome counts and findings of every case in ``files`` (stored as found, with ``--out``).
+
+    A finding counts once a fresh worker gives its signature too (:class:`Alone`).
+    """
     statuses: Counter[str] = Counter()
     findings: list[tuple[Path, Finding]] = []
     runs = FailingRuns(oracle) if args.fail_alloc else None
@@ -247,10 +267,12 @@ def _check_files(
                 new = [f for f in failed.findings if f.signature not in seen]
                 seen.update(f.signature for f in new)
                 found.extend((f, at) for f in new)
-        findings.extend((path, f) for f, _point in found)
-        if store is not None:
-            for finding, point in found:
-                _store_finding(store, oracle, args, finding, point, path)
+        for finding, point in found:
+            counted = alone.admit(path, finding)
+            findings.extend(counted)
+            if store is not None:
+                for where, each in counted:
+                    _store_finding(store, oracle, args, each, point, where)
         if show_progress:
             progress(sys.stderr, f"{i}/{len(files)} cases, {len(findings)} findings")
         if oracle.failure is not None:
@@ -353,6 +375,12 @@ def _store_finding(
             point = warmed.points.get(reproducer.encode(), point)
     if point is not None and finding.kind is not FindingKind.TIMEOUT:
         point = _confirm_afresh(args, finding, reproducer, point)
+    elif reproducer != finding.case and (
+        gives_alone(_fresh(args), reproducer, finding.signature) is False
+    ):
+        # Shrunk in a worker that had run other cases: what replay will run
+        # alone is the case that was confirmed alone (check.alone).
+        reproducer, reproduced = finding.case, None
     store.add(finding, reproducer, path, reproducer_finding=reproduced, fail_point=point)
 
 
@@ -360,14 +388,7 @@ def _confirm_afresh(
     args: argparse.Namespace, finding: Finding, case: InitCase, point: FailPoint
 ) -> FailPoint:
     """The point a fresh process, run as ``replay`` runs it, gives ``finding`` at; warns if none."""
-    fresh = IsolatedOracle(
-        args.target,
-        ledgers=args.ledgers,
-        replays=args.replays,
-        timeout=args.timeout,
-        python=args.python,
-    )
-    again = confirm_afresh(fresh, finding, point, case)
+    again = confirm_afresh(_fresh(args), finding, point, case)
     if again is not None:
         return again
     stderr_message(

@@ -40,10 +40,13 @@ def check_report(
     findings: Sequence[tuple[Path, Finding]],
     network: Network | None = None,
     blind: Mapping[str, str] | None = None,
+    unconfirmed: Sequence[tuple[Path, Finding]] = (),
 ) -> dict[str, Any]:
     """The report of a check of ``files`` on ``target`` with ``ledgers``, as JSON data.
 
-    ``network`` (the worker's) is left out only when it is not known.
+    ``network`` (the worker's) is left out only when it is not known;
+    ``unconfirmed`` (findings no fresh worker gave alone: tlsleak.check.alone)
+    only when there are none.
     """
     return {
         "format": FORMAT,
@@ -57,6 +60,11 @@ def check_report(
         "outcomes": dict(statuses),
         **({"network": network.to_json()} if network is not None else {}),
         "findings": [{**f.to_json(), "file": str(path)} for path, f in findings],
+        **(
+            {"unconfirmed": [{**f.to_json(), "file": str(p)} for p, f in unconfirmed]}
+            if unconfirmed
+            else {}
+        ),
     }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tlsleak._netns import Network
 from tlsleak.check.oracle import Finding
 
-__all__ = ["SITES_SHOWN", "check_report"]
+__all__ = ["SITES_SHOWN", "check_report", "unconfirmed_lines"]
 
 #: Allocation sites printed per distinct finding (all are in the JSON report).
 SITES_SHOWN = 6
@@ -107,3 +107,20 @@ def _sites(group: Sequence[tuple[Path, Finding]]) -> list[str]:
     if len(first.sites) > SITES_SHOWN:
         lines.append(f"  ... {len(first.sites) - SITES_SHOWN} more sites in the JSON report")
     return lines
+
+
+def unconfirmed_lines(unconfirmed: Sequence[tuple[Path, Finding]]) -> str:
+    """What was found only after other cases ran in the same worker (check.alone), not counted."""
+    by_signature: dict[str, list[Path]] = {}
+    for path, finding in unconfirmed:
+        by_signature.setdefault(finding.signature, []).append(path)
+    n = len(unconfirmed)
+    lines = [
+        f"\nnot counted: {n} finding{'s' if n > 1 else ''} that a fresh worker did not give "
+        "alone (growth left by the cases run before, such as what another finding lost; "
+        "replay would call them gone):"
+    ]
+    for signature, paths in by_signature.items():
+        cases = f"{len(paths)} case{'s' if len(paths) > 1 else ''}"
+        lines.append(f"  {signature}: {cases}, e.g. {paths[0].name}")
+    return "\n".join(lines)
