@@ -148,3 +148,28 @@ def c_controls(tmp_path_factory: pytest.TempPathFactory, c_compiler: CCompiler) 
         name: c_compiler(C_DIR / source, folder / f"{name}.so", *flags)
         for name, (source, flags) in C_CONTROLS.items()
     }
+
+
+#: A user target that crashes (SIGSEGV) on the case whose certificate is
+#: b"CRASH", and from then on refuses to load: a worker that cannot restart.
+BRITTLE = """
+import os, signal
+from pathlib import Path
+
+MARK = Path(__file__).with_name("crashed-once")
+if MARK.exists():
+    raise SystemExit("will not start again after a crash")
+
+def init(case):
+    if case.cert == b"CRASH":
+        MARK.touch()
+        os.kill(os.getpid(), signal.SIGSEGV)
+"""
+
+
+@pytest.fixture
+def brittle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The :data:`BRITTLE` target's spec, importable from the working directory (``tmp_path``)."""
+    (tmp_path / "tlsleak_test_brittle.py").write_text(BRITTLE)
+    monkeypatch.chdir(tmp_path)
+    return "tlsleak_test_brittle:init"

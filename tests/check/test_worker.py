@@ -96,28 +96,6 @@ def test_a_restarted_worker_that_cannot_start_is_not_restarted_again(traps: str)
 
 # -- a worker that died on a case and cannot start again --------------------------------
 
-BRITTLE = """
-import os, signal
-from pathlib import Path
-
-MARK = Path(__file__).with_name("crashed-once")
-if MARK.exists():
-    raise SystemExit("will not start again after a crash")
-
-def init(case):
-    if case.cert == b"CRASH":
-        MARK.touch()
-        os.kill(os.getpid(), signal.SIGSEGV)
-"""
-
-
-@pytest.fixture
-def brittle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    (tmp_path / "tlsleak_test_brittle.py").write_text(BRITTLE)
-    monkeypatch.chdir(tmp_path)
-    return "tlsleak_test_brittle:init"
-
-
 def test_a_worker_that_cannot_restart_gives_the_crash_and_one_line(brittle: str) -> None:
     with IsolatedOracle(brittle, timeout=10) as oracle:
         [crashed] = oracle.check(InitCase(cert=b"CRASH")).findings

@@ -285,33 +285,16 @@ def test_fuzz_refuses_an_unwritable_sarif_path_before_the_campaign(
     assert not out.exists()
 
 
-BRITTLE = """
-import os, signal
-from pathlib import Path
-
-MARK = Path(__file__).with_name("crashed-once")
-if MARK.exists():
-    raise SystemExit("will not start again after a crash")
-
-def init(case):
-    if case.cert == b"CRASH":
-        MARK.touch()
-        os.kill(os.getpid(), signal.SIGSEGV)
-"""
-
-
 def test_a_crash_then_a_dead_worker_gives_the_crash_and_says_the_work_was_not_done(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    brittle: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A user target that crashes once, then refuses to start: the crash is a
     # finding with no caller stack, and the run stops early (exit 2).
-    (tmp_path / "tlsleak_test_brittle_sarif.py").write_text(BRITTLE)
-    monkeypatch.chdir(tmp_path)
     folder = tmp_path / "cases"
     for cert in (b"CRASH", b"ok-1", b"ok-2"):
         write_case(folder, InitCase(cert=cert))
     log_file, summary = tmp_path / "run.sarif", tmp_path / "summary.md"
-    argv = ["check", "tlsleak_test_brittle_sarif:init", str(folder), "-q"]
+    argv = ["check", brittle, str(folder), "-q"]
     assert main([*argv, "--sarif", str(log_file), "--summary-md", str(summary)]) == 2
     assert "cases checked)" in capsys.readouterr().err
     log = json.loads(log_file.read_text())
@@ -326,7 +309,7 @@ def test_a_crash_then_a_dead_worker_gives_the_crash_and_says_the_work_was_not_do
     (result,) = run["results"]
     assert (result["ruleId"], result["level"]) == ("tlsleak/crash", "error")
     (logical,) = result["locations"][0]["logicalLocations"]
-    assert logical["fullyQualifiedName"].startswith("tlsleak_test_brittle_sarif:init/")
+    assert logical["fullyQualifiedName"].startswith(f"{brittle}/")
     text = summary.read_text()
     assert "- **not done:** the worker died on a case" in text
     assert "| crash |" in text
