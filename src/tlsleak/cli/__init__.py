@@ -20,7 +20,7 @@ from tlsleak._version import __version__
 from tlsleak.cases.files import CorpusError
 from tlsleak.check.findings import FindingError
 from tlsleak.check.worker import WorkerError
-from tlsleak.cli import catalogue, check, corpus, diff, export, fuzz, replay, report
+from tlsleak.cli import catalogue, check, corpus, diff, export, fuzz, ossfuzz, replay, report
 from tlsleak.cli._common import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     fuzz.add_parser(commands)
     corpus.add_parser(commands)
     report.add_parser(commands)
+    ossfuzz.add_parser(commands)
     return parser
 
 

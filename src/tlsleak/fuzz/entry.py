@@ -123,7 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if execs in _SETTLE_AT or execs % _SETTLE_EVERY == 0:
             settle_collector()
         if verdict.findings:
-            raise LeakError(verdict.findings)
+            error = LeakError(verdict.findings)
+            # atheris prints an uncaught exception on stdout; the finding also
+            # goes to stderr, next to libFuzzer's crash report, for the runners
+            # and CI logs that keep only that.
+            print(f"tlsleak-fuzz: LeakError: {error}", file=sys.stderr, flush=True)
+            raise error
 
     if os.environ.get("TLSLEAK_MUTATOR", "structure") == "bytes":
         atheris.Setup(libfuzzer_argv(argv), test_one_input)

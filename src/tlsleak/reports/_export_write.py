@@ -52,6 +52,9 @@ def write_export(into: Path, files: Mapping[str, bytes], *, force: bool = False)
         raise ExportError(f"{into}: cannot write: {exc.strerror or exc}") from None
     try:
         for name, data in files.items():
+            # A name may hold folders (the oss-fuzz kit's .clusterfuzzlite/...): private too.
+            for folder in reversed(Path(name).parents[:-1]):
+                (tmp / folder).mkdir(mode=0o700, exist_ok=True)
             write_atomically(tmp / name, data)
         fsync_dir(tmp)
         if replacing:
