@@ -273,6 +273,16 @@ def test_an_unknown_target_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert proc.stderr.count("\n") == 1
 
 
+def test_a_target_seen_by_the_heap_ledgers_only_needs_a_preload(tmp_path: Path) -> None:
+    # Why kits refuse ssl, mbedtls, grpc and mongoose: the entry cannot count them.
+    proc = _run(
+        [sys.executable, "-m", "tlsleak.fuzz.entry", "-runs=1"], tmp_path, {"TLSLEAK_TARGET": "ssl"}
+    )
+    assert proc.returncode == 2, _output(proc)
+    assert proc.stderr.startswith("tlsleak-fuzz: the OpenSSL heap ledger is not active")
+    assert proc.stderr.count("\n") == 1
+
+
 def test_relaunch_command_re_runs_this_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     python = sys.executable
     assert relaunch_command("/x/entry.py", "tlsleak.fuzz.entry") == (

@@ -37,14 +37,26 @@ from tlsleak.reports import _oss_fuzz_templates as templates
 from tlsleak.reports._export_write import ExportError, write_export
 from tlsleak.targets import TARGETS
 
-__all__ = ["KIT_FOLDER", "WORKFLOWS", "Kit", "KitError", "plan", "render", "write_kit"]
+__all__ = [
+    "KIT_FOLDER",
+    "KIT_TARGETS",
+    "WORKFLOWS",
+    "Kit",
+    "KitError",
+    "plan",
+    "render",
+    "write_kit",
+]
 
 #: Where ClusterFuzzLite looks for a project's build files.
 KIT_FOLDER: Final = ".clusterfuzzlite"
 #: Where GitHub looks for workflows.
 WORKFLOWS: Final = ".github/workflows"
-#: The tlsleak extra that brings a built-in target's stack.
-_EXTRAS: Final = {"mbedtls": "mbedtls", "grpc": "grpc", "mongoose": "mongoose"}
+#: The built-in targets a kit takes: those whose ledgers count without a library
+#: preloaded before the process starts.  ``ssl``, ``mbedtls``, ``grpc`` and
+#: ``mongoose`` are seen by the heap ledgers only, which need tlsleak's heap
+#: library in ``LD_PRELOAD``, and OSS-Fuzz's runner preloads its sanitizer.
+KIT_TARGETS: Final = ("pyopenssl", "control-leaky", "control-fixed")
 _DOTTED: Final = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _CALLABLE: Final = re.compile(rf"({_DOTTED}):({_DOTTED})")
 # A zip entry's time: fixed, so that the same corpus gives the same bytes.
@@ -73,17 +85,22 @@ def _slug(text: str) -> str:
 
 
 def plan(target: str, project: str) -> Kit:
-    """The kit for ``target`` (a built-in name or ``package.module:function``) in ``project``.
+    """The kit for ``target`` (:data:`KIT_TARGETS` or ``package.module:function``) in ``project``.
 
     The target is not imported: the kit is for the image the project is
     installed in, which need not be this environment (``build.sh`` makes it
     there, so that a typo fails the build).  ``c:`` libraries are refused:
     the image would have to build them first.
     """
-    extra = ""
     pyinstaller: tuple[str, ...] = ()
-    if target in TARGETS:
-        extra = f"[{_EXTRAS[target]}]" if target in _EXTRAS else ""
+    if target in KIT_TARGETS:
+        pass
+    elif target in TARGETS:
+        raise KitError(
+            f"{target}: its ledgers need tlsleak's heap library preloaded (LD_PRELOAD), "
+            "which an OSS-Fuzz runner does not do (it preloads its sanitizer); kits take "
+            f"{', '.join(KIT_TARGETS)} or package.module:function"
+        )
     elif target.startswith("c:"):
         raise KitError(
             f"{target}: a c: library is not supported by oss-fuzz kits (the image would "
@@ -105,7 +122,7 @@ def plan(target: str, project: str) -> Kit:
         target=target,
         fuzzer=f"tlsleak_{_slug(target)}_fuzzer",
         project=name,
-        requirement=f"tlsleak{extra}=={__version__}",
+        requirement=f"tlsleak=={__version__}",
         pyinstaller=pyinstaller,
     )
 
