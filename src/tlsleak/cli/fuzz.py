@@ -7,7 +7,8 @@ into a clean stop.  libFuzzer's own flags follow ``--`` (see ``main``).
 :func:`run_campaign` and :func:`campaign_exit` serve ``corpus grow --fuzz`` too.
 
 Exit status: 128 + the signal after Ctrl-C or SIGTERM; otherwise 1 when a
-finding of a ``--fail-on`` kind was found; otherwise 2 when the campaign did
+finding of a ``--fail-on`` kind was found (one a fresh worker gave alone:
+unconfirmed ones never count); otherwise 2 when the campaign did
 no work (no input executed, or every worker given up), with one line saying
 why; otherwise 0.  ``--sarif`` and ``--summary-md`` are written after any stop,
 from the campaign's distinct findings and their stored folders.
@@ -140,11 +141,13 @@ def run(args: argparse.Namespace) -> int:
     check_ci_reports(args)
     from rich.console import Console
 
-    from tlsleak.fuzz.progress import summary_table, summary_title
+    from tlsleak.fuzz.progress import summary_table, summary_title, unconfirmed_lines
 
     status, signum = run_campaign(_options(args), quiet=args.quiet)
     print(summary_title(status))
     Console(file=sys.stdout, highlight=False, width=_summary_width()).print(summary_table(status))
+    if lines := unconfirmed_lines(status):
+        print(lines)
     if status.network is not None and (line := status.network.warning()):
         print(line)  # the workers could reach the network (tlsleak._netns)
     if status.findings:
@@ -166,6 +169,11 @@ def _write_ci_reports(args: argparse.Namespace, status: CampaignStatus, exit_sta
     notes = []
     if status.network is not None and (line := status.network.warning()):
         notes.append(line)
+    for record in status.unconfirmed:  # not results: a fresh worker did not give them alone
+        notes.append(
+            f"not counted: {record.kind} {record.signature} (seen {record.count} times): "
+            "a fresh worker did not give it alone"
+        )
     run = RunInfo(
         command="fuzz",
         target=status.target,

@@ -27,6 +27,10 @@ reproduces it at (see docs/fuzzing.md, "Allocation failures"); a target
 whose ledgers can make no allocation fail is refused before any worker
 starts.
 
+A finding counts only once a fresh checker gives it alone, as ``replay``
+would (:mod:`~tlsleak.fuzz.desk`); one that none does is *unconfirmed*:
+no folder, and apart in the status (:attr:`CampaignStatus.unconfirmed`).
+
 A campaign killed at any moment leaves the shared corpus and the findings
 with whole files only.  ``--time`` counts from :meth:`Campaign.run`, start-up
 included.  The final status says when the campaign did no work
@@ -223,7 +227,11 @@ class Campaign:
         return checker
 
     def _fresh_checker(self) -> IsolatedOracle:
-        """A new checker process, as ``replay`` starts one (not yet started)."""
+        """A new checker process, as ``replay`` starts one (not yet started).
+
+        The desk confirms findings alone in one (a finding counts only if a
+        process that has run nothing else gives it), and failures afresh.
+        """
         o = self.options
         return IsolatedOracle(o.target, replays=o.replays, timeout=o.timeout)
 
@@ -269,7 +277,8 @@ class Campaign:
             FindingStore(self.out / "findings"),
             checker,
             self.options.minimize_budget,
-            fresh=self._fresh_checker if self.options.fail_alloc else None,
+            fresh=self._fresh_checker,
+            fail_alloc=self.options.fail_alloc,
         )
         assert self._lock_file is not None
         pool = WorkerPool(

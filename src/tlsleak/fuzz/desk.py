@@ -8,7 +8,20 @@ to its count every few seconds.  The input a worker died on (see
 :mod:`tlsleak.fuzz.workers`) is checked here in isolation, where a crash or a
 hang is a finding, and stored like the others.
 
-With ``--fail-alloc`` (a ``fresh`` checker factory given), an input's fail
+A worker finds a signature after thousands of other inputs, and the checker
+minimises it after other findings: growth can be what those left behind (see
+:mod:`tlsleak.check.alone`).  So a plain finding (not of a failing run, not a
+timeout) is stored only once a ``fresh`` checker, which has run nothing, gives
+its signature on the input alone, as ``tlsleak replay`` runs it; a reproducer
+minimised in the checker is kept only when a fresh checker gives it too, else
+the input confirmed alone is stored.  Workers report a signature once each, so
+a later report of it (another worker, a restarted one) with another input is
+tried too, up to :data:`~tlsleak.check.alone.TRIES` inputs; a signature none
+of them gives alone is an *unconfirmed* record: no folder, shown apart, never
+gating the exit status.  A fresh checker that cannot tell (it would not start)
+leaves the finding counted.
+
+With ``--fail-alloc`` (``fail_alloc``), an input's fail
 point is honoured here too (:func:`tlsleak.check.failalloc.check_case`): a
 worker that crashed on an allocation it made fail left its input, fail point
 included, and the crash is found again in isolation.  A finding of a failing
@@ -33,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from tlsleak.cases.case import InitCase, decode
+from tlsleak.check.alone import TRIES, Alone, gives_alone
 from tlsleak.check.failalloc import (
     FailingRuns,
     WarmedOracle,
@@ -48,6 +62,10 @@ from tlsleak.targets import Outcome, Status
 
 __all__ = ["Desk"]
 
+#: Where :class:`~tlsleak.check.alone.Alone` is told a campaign's finding came
+#: from: a campaign's inputs have no file.
+_INPUT = Path("-")
+
 
 class Desk:
     """Deduplicates findings, minimises new ones in a thread of its own, stores them."""
@@ -58,17 +76,26 @@ class Desk:
         checker: IsolatedOracle,
         budget: int,
         *,
-        fresh: Callable[[], IsolatedOracle] | None = None,
+        fresh: Callable[[], IsolatedOracle],
+        fail_alloc: bool = False,
     ) -> None:
         self.store = store
         self.checker = checker
         self.budget = budget
-        #: With --fail-alloc: makes the fresh process a failure is confirmed in.
+        #: Makes a checker that has run nothing (not started): findings are
+        #: confirmed alone in one, and with --fail-alloc, failures afresh.
         self.fresh = fresh
+        self.fail_alloc = fail_alloc
         self.runs = FailingRuns(checker)
         self.records: dict[str, FindingRecord] = {}
         self._pending: Counter[str] = Counter()
         self._findings: dict[str, Finding] = {}
+        self._alone = Alone(fresh)
+        #: The inputs queued to be tried alone, per signature (at most TRIES).
+        self._tries: dict[str, set[bytes]] = {}
+        #: Signatures stored as found, without a try alone (a worker's death
+        #: the checker did not reproduce: a fresh one would not either).
+        self._as_found: set[str] = set()
         self._lock = threading.Lock()
         self._jobs: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._hurry = threading.Event()
@@ -79,18 +106,30 @@ class Desk:
     # Called from the campaign's loop.
 
     def offer(self, finding: Finding) -> None:
+        """A worker's first report of a signature (or the checker's, of a worker's death)."""
         with self._lock:
             step = str(finding.step or "-")
-            record = self.records.get(finding.signature)
+            signature = finding.signature
+            tries = self._tries.setdefault(signature, set())
+            data = finding.case.without_fail_alloc().encode()
+            new_input = data not in tries and len(tries) < TRIES
+            if new_input:
+                tries.add(data)
+            record = self.records.get(signature)
             if record is not None:
                 record.count += 1
                 record.steps[step] = record.steps.get(step, 0) + 1
-                self._pending[finding.signature] += 1
-                return
-            self.records[finding.signature] = FindingRecord(
-                finding.signature, str(finding.kind), step, finding.summary(), steps={step: 1}
-            )
-            self._findings[finding.signature] = finding
+                self._pending[signature] += 1
+                # Another worker's input of a signature not stored yet: tried
+                # alone too (a failure or a timeout is stored from the first).
+                plain = finding.fail_at is None and finding.kind is not FindingKind.TIMEOUT
+                if not (new_input and plain and record.folder is None):
+                    return
+            else:
+                self.records[signature] = FindingRecord(
+                    signature, str(finding.kind), step, finding.summary(), steps={step: 1}
+                )
+                self._findings[signature] = finding
         self._jobs.put(("finding", finding))
 
     def repeats(self, signature: str, times: int, step: str = "-") -> None:
@@ -160,10 +199,16 @@ class Desk:
                 self._error(f"could not store a finding: {type(exc).__name__}: {exc}")
 
     def _store(self, finding: Finding) -> None:
-        if finding.fail_at is not None and self.fresh is not None:
+        with self._lock:
+            if self.records[finding.signature].folder is not None:
+                return  # stored from an earlier try of the signature
+        if finding.fail_at is not None and self.fail_alloc:
             self._store_failure(finding)
             return
-        reproducer, reproduced = finding.case.without_fail_alloc(), None
+        case = finding.case.without_fail_alloc()
+        if not self._counts(replace(finding, case=case)):
+            return
+        reproducer, reproduced = case, None
         # A timeout costs the whole timeout per try: not worth shrinking.
         if self.budget > 0 and not self._hurry.is_set() and finding.kind is not FindingKind.TIMEOUT:
             from tlsleak.check.minimize import minimize, signature_predicate
@@ -173,13 +218,33 @@ class Desk:
                 reproducer, predicate, budget=self.budget, stop=self._hurry.is_set
             )
             reproduced = predicate.finding_for(reproducer)
+            if (
+                reproducer != case
+                and gives_alone(self.fresh(), reproducer, finding.signature) is False
+            ):
+                # Shrunk in a checker that had run other inputs: what replay
+                # will run alone is the input that was confirmed alone.
+                reproducer, reproduced = case, None
         folder, _new = self.store.add(finding, reproducer, reproducer_finding=reproduced)
         self._stored(finding, folder, reproducer)
+
+    def _counts(self, finding: Finding) -> bool:
+        """Whether ``finding`` counts: a fresh checker gives it alone (check.alone).
+
+        If not, its record is unconfirmed, until a later input of the
+        signature is given alone.  ``finding.fail_at`` is None here.
+        """
+        if finding.signature in self._as_found or self._alone.admit(_INPUT, finding):
+            with self._lock:
+                self.records[finding.signature].unconfirmed = False
+            return True
+        with self._lock:
+            self.records[finding.signature].unconfirmed = True
+        return False
 
     def _store_failure(self, finding: Finding) -> None:
         """Store a finding of a failing run with the point that replays it (see the docstring)."""
         assert finding.fail_at is not None
-        assert self.fresh is not None
         signature = finding.signature
 
         def matches(found: Finding) -> bool:
@@ -222,7 +287,6 @@ class Desk:
 
         The checker has run other cases before: they can shift the numbering.
         """
-        assert self.fresh is not None
         again = confirm_afresh(self.fresh(), finding, point, case)
         if again is not None:
             return again
@@ -241,7 +305,7 @@ class Desk:
 
     def _check_artifact(self, kind: FindingKind | None, data: bytes, how: str) -> None:
         case = decode(data)
-        if self.fresh is not None:
+        if self.fail_alloc:
             verdict, _point = check_case(self.runs, case)  # its fail point, as the worker ran it
         else:
             case = case.without_fail_alloc()
@@ -252,5 +316,7 @@ class Desk:
             # history): still a finding, with what the worker's death said.
             outcome = Outcome(Status.ERROR, None, (), f"worker {how}; not reproduced in isolation")
             found = [Finding(kind or FindingKind.CRASH, self.checker.target_name, case, outcome)]
+            with self._lock:
+                self._as_found.update(f.signature for f in found)
         for finding in found:
             self.offer(finding)

@@ -20,7 +20,14 @@ from rich.text import Text
 
 from tlsleak.fuzz.stats import CampaignStatus
 
-__all__ = ["LiveDisplay", "PlainDisplay", "status_line", "summary_table", "summary_title"]
+__all__ = [
+    "LiveDisplay",
+    "PlainDisplay",
+    "status_line",
+    "summary_table",
+    "summary_title",
+    "unconfirmed_lines",
+]
 
 
 def _duration(seconds: float) -> str:
@@ -56,6 +63,8 @@ def status_line(status: CampaignStatus) -> str:
     """One line: elapsed, speed, corpus, coverage, findings by kind, worker health."""
     kinds = status.findings_by_kind()
     findings = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "none"
+    if status.unconfirmed:  # apart: not counted (tlsleak.check.alone)
+        findings += f" (+{len(status.unconfirmed)} unconfirmed)"
     head = "stopping: " if status.stopping else "starting: " if status.starting else ""
     return (
         f"{head}{_duration(status.elapsed)} {status.target}: "
@@ -130,3 +139,23 @@ def summary_table(status: CampaignStatus) -> Table:
     if not status.findings:
         table.add_row("-", "-", "0", "no findings", "-")
     return table
+
+
+def unconfirmed_lines(status: CampaignStatus) -> str:
+    """The findings no fresh checker gave alone, apart from the table ("" if none).
+
+    A worker found them after other inputs, and none of the inputs tried in a
+    process that had run nothing else gave them (tlsleak.check.alone): growth
+    the earlier inputs left behind.  No folder; they don't set the exit status.
+    """
+    if not status.unconfirmed:
+        return ""
+    n = len(status.unconfirmed)
+    lines = [
+        f"not counted: {n} finding{'s' if n > 1 else ''} that a fresh worker did not give "
+        "alone (growth left by the worker's earlier inputs, such as what another finding "
+        "lost; replay would call them gone), not stored:"
+    ]
+    for record in sorted(status.unconfirmed, key=lambda r: (r.kind, r.signature)):
+        lines.append(f"  {record.kind} {record.signature}: seen {record.count:,} times")
+    return "\n".join(lines)

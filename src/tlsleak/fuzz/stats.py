@@ -54,6 +54,9 @@ class FindingRecord:
     minimized: bool = False
     #: Sightings per failing step (a leak's signature spans steps).
     steps: dict[str, int] = field(default_factory=dict)
+    #: No input of it tried in a fresh checker gave it alone (tlsleak.check.alone):
+    #: growth the worker's earlier inputs left behind.  Not stored, not counted.
+    unconfirmed: bool = False
 
     def step_list(self) -> str:
         """The steps it was seen at, most frequent first."""
@@ -84,6 +87,9 @@ class CampaignStatus:
     alloc_sites: int = 0
     #: Distinct sets of allocation sites (paths) the attempts took.
     alloc_paths: int = 0
+    #: Distinct findings no fresh checker gave alone (see FindingRecord.unconfirmed):
+    #: apart from ``findings``, which are those that count.
+    unconfirmed: list[FindingRecord] = field(default_factory=list)
 
     def findings_by_kind(self) -> Counter[str]:
         return Counter(f.kind for f in self.findings)
@@ -123,6 +129,11 @@ class CampaignStatus:
             "findings": dict(self.findings_by_kind()),
             "finding_hits": sum(f.count for f in self.findings),
             "restarts": self.restarts,
+            **(
+                {"unconfirmed": dict(Counter(f.kind for f in self.unconfirmed))}
+                if self.unconfirmed
+                else {}
+            ),
             **({"no_work": self.no_work} if self.no_work else {}),
             **({"network": self.network.to_json()} if self.network else {}),
             "workers": [
@@ -153,7 +164,10 @@ class Stats:
         corpus_added: int,
         stopping: bool,
     ) -> CampaignStatus:
-        """A snapshot, from copies of the workers' statuses and of the findings."""
+        """A snapshot, from copies of the workers' statuses and of the findings.
+
+        Unconfirmed findings (:attr:`FindingRecord.unconfirmed`) go apart.
+        """
         now = time.monotonic()
         execs = sum(w.execs for w in workers)
         self._rates.append((now, execs))
@@ -175,9 +189,10 @@ class Stats:
             alloc_buckets=sum(map(is_alloc_bucket, self.features)),
             alloc_sites=sum(map(is_alloc_site, self.features)),
             alloc_paths=sum(map(is_alloc_path, self.features)),
-            findings=findings,
+            findings=[f for f in findings if not f.unconfirmed],
             workers=workers,
             stopping=stopping,
+            unconfirmed=[f for f in findings if f.unconfirmed],
         )
 
     def append(self, status: CampaignStatus) -> None:

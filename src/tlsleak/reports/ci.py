@@ -137,10 +137,13 @@ def from_campaign(records: Sequence[FindingRecord], target: str) -> list[Distinc
     """The distinct findings of a campaign; the stored folder gives each its stack.
 
     A folder that can't be read (removed meanwhile, written by a later
-    version) leaves the finding with what the campaign itself knows.
+    version) leaves the finding with what the campaign itself knows.  An
+    unconfirmed record (no fresh worker gave it alone) is no result.
     """
     made = []
     for record in records:
+        if record.unconfirmed:
+            continue
         stored: Finding | None = None
         if record.folder is not None:
             try:

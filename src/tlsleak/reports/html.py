@@ -224,6 +224,15 @@ def _campaign_header(folder: Folder, stats: StatsFile, rows: list[FindingRow]) -
         )
     if point.findings and not rows:
         notes.append(f"No finding folders under <code>{FINDINGS}/</code>, though stats count some.")
+    unconfirmed = last.get("unconfirmed")
+    if isinstance(unconfirmed, dict) and unconfirmed:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(unconfirmed.items()))
+        notes.append(
+            _e(
+                f"Not counted ({kinds}): findings no fresh worker gave alone (growth the "
+                "worker's earlier inputs left behind); not stored, not in the figures above."
+            )
+        )
     return _facts(facts) + [f'<p class="warn">{n}</p>' for n in notes]
 
 
