@@ -39,9 +39,9 @@ from tlsleak.targets.base import Outcome
 
 
 class _Fresh:
-    """A fresh checker that gives ``finding`` on the inputs named in ``gives``."""
+    """A fresh checker that gives the leak on the inputs named in ``gives`` (None: on all)."""
 
-    def __init__(self, gives: set[bytes], log: list[bytes], *, broken: bool = False) -> None:
+    def __init__(self, gives: set[bytes] | None, log: list[bytes], *, broken: bool = False) -> None:
         self.gives, self.log, self.broken = gives, log, broken
 
     def start(self) -> _Fresh:
@@ -51,16 +51,21 @@ class _Fresh:
 
     def check(self, case: InitCase) -> Verdict:
         self.log.append(case.server_name)
-        found = _leak(case.server_name) if case.server_name in self.gives else None
+        gives = self.gives is None or case.server_name in self.gives
+        found = _leak(case.server_name) if gives else None
         return Verdict(case, Outcome.accepted(), (found,) if found else ())
 
     def close(self) -> None: ...
 
 
 class _Checker:
-    """The desk's own checker: never used with a budget of 0 (no minimising)."""
+    """The desk's own checker, which has run other inputs: it gives the leak on any input."""
 
     target_name = "fake"
+
+    def check(self, case: InitCase, *, fail_at: int | None = None) -> Verdict:
+        found = replace(_leak(case.server_name), case=case)
+        return Verdict(case, Outcome.accepted(), (found,))
 
 
 def _leak(name: bytes) -> Finding:
@@ -76,11 +81,13 @@ def desk_for(tmp_path: Path) -> Iterator[MakeDesk]:
     """Makes a desk (no minimising) whose fresh checkers are :class:`_Fresh`; stops them."""
     desks: list[Desk] = []
 
-    def make(gives: set[bytes], log: list[bytes], *, broken: bool = False) -> Desk:
+    def make(
+        gives: set[bytes] | None, log: list[bytes], *, broken: bool = False, budget: int = 0
+    ) -> Desk:
         desk = Desk(
             FindingStore(tmp_path / "findings"),
             _Checker(),  # type: ignore[arg-type]
-            0,
+            budget,
             fresh=lambda: _Fresh(gives, log, broken=broken),  # type: ignore[arg-type, return-value]
         )
         desks.append(desk)
@@ -156,6 +163,28 @@ def test_a_fresh_checker_that_cannot_tell_leaves_it_counted(
     (record,) = desk.records.values()
     assert not record.unconfirmed
     assert record.folder is not None
+
+
+_ORIGINAL = InitCase(server_name=b"orig", cert=b"junk that minimising drops")
+
+
+@pytest.mark.parametrize("fresh_gives_the_shrunk_one", [False, True])
+def test_a_reproducer_shrunk_in_the_checker_is_kept_only_if_a_fresh_one_gives_it(
+    desk_for: MakeDesk, tmp_path: Path, fresh_gives_the_shrunk_one: bool
+) -> None:
+    log: list[bytes] = []
+    desk = desk_for(None if fresh_gives_the_shrunk_one else {b"orig"}, log, budget=40)
+    desk.offer(replace(_leak(b"orig"), case=_ORIGINAL))
+    desk.finish(hurry=False)
+    (record,) = desk.records.values()
+    assert record.folder is not None
+    _finding, reproducer = load_finding(record.folder)
+    assert len(log) == 2  # the input, then its shrunk reproducer
+    assert record.minimized is fresh_gives_the_shrunk_one
+    if fresh_gives_the_shrunk_one:
+        assert reproducer.size < _ORIGINAL.size
+    else:
+        assert reproducer == _ORIGINAL  # what was confirmed alone
 
 
 def test_timeouts_are_stored_without_a_try_alone(desk_for: MakeDesk, tmp_path: Path) -> None:
