@@ -78,7 +78,8 @@ def test_the_kit_holds_every_file_clusterfuzzlite_reads(
     assert "COPY . $SRC/myproj" in dockerfile
     assert "COPY .clusterfuzzlite/build.sh $SRC/" in dockerfile
     build = (kit / "build.sh").read_text()
-    assert f"compile_python_fuzzer .clusterfuzzlite/{FUZZER}.py --collect-all tlsleak" in build
+    assert f"compile_python_fuzzer .clusterfuzzlite/{FUZZER}.py --collect-all tlsleak \\\n" in build
+    assert "--exclude-module tlsleak.pytest_plugin" in build
     assert 'cd "$SRC/myproj"' in build
     assert f"{FUZZER}_seed_corpus.zip" in build
     assert f"{FUZZER}.dict" in build
@@ -146,7 +147,7 @@ def test_a_callable_target_is_named_to_pyinstaller() -> None:
     kit = plan("mypkg.tls:make_context", "proj")
     assert kit.fuzzer == "tlsleak_mypkg_tls_make_context_fuzzer"
     build = render(kit)[".clusterfuzzlite/build.sh"].decode()
-    assert "--collect-all tlsleak --collect-all mypkg --hidden-import mypkg.tls" in build
+    assert "--exclude-module _pytest --collect-all mypkg --hidden-import mypkg.tls\n" in build
     assert "resolve_target(sys.argv[1])' \\\n  mypkg.tls:make_context" in build
 
 

@@ -46,8 +46,12 @@ python3 -c 'import sys; from tlsleak.targets import resolve_target; resolve_targ
   @TARGET_SH@
 
 # tlsleak is collected whole: its targets are imported by name, and its
-# corpus, dictionary and preloaded libraries are data files.
-compile_python_fuzzer .clusterfuzzlite/@FUZZER@.py --collect-all tlsleak@PYINSTALLER@
+# corpus, dictionary and preloaded libraries are data files.  Its pytest
+# plugin is not: the fuzzer never runs it, and pytest would bring in
+# pkg_resources, whose PyInstaller hook fails to start on some setuptools.
+compile_python_fuzzer .clusterfuzzlite/@FUZZER@.py --collect-all tlsleak \\
+  --exclude-module tlsleak.pytest_plugin --exclude-module pytest \\
+  --exclude-module _pytest@PYINSTALLER@
 cp .clusterfuzzlite/@FUZZER@_seed_corpus.zip .clusterfuzzlite/@FUZZER@.dict "$OUT/"
 """
 
