@@ -169,6 +169,37 @@ def test_the_kit_dictionary_is_one_libfuzzer_accepts(tmp_path: Path) -> None:
     assert "ParseDictionaryFile" in _output(refused)
 
 
+# --- OSS-Fuzz's bad build checks (infra/base-images/base-runner/bad_build_check) --
+
+
+def _bad_build_checks(tmp_path: Path, target: str) -> tuple[str, str]:
+    """The outputs of the startup check and the seed corpus check; AssertionError if failed."""
+    script, _, corpus = _kit(tmp_path, target)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # check_startup_crash: no seed corpus, "-seed=1337 -runs=4", must say "Done 4 runs".
+    startup = _run([sys.executable, str(script), str(empty), "-seed=1337", "-runs=4"], tmp_path)
+    assert "Done 4 runs" in _output(startup), _output(startup)
+    # check_seed_corpus: the seed corpus with "-runs=0" must exit 0.
+    seeds = _run([sys.executable, str(script), str(corpus), "-runs=0", "-timeout=25"], tmp_path)
+    assert seeds.returncode == 0, _output(seeds)
+    return _output(startup), _output(seeds)
+
+
+def test_the_fixed_controls_kit_passes_the_bad_build_checks(tmp_path: Path) -> None:
+    _bad_build_checks(tmp_path, "control-fixed")
+
+
+def test_a_target_that_leaks_already_fails_the_bad_build_checks_with_the_leak(
+    tmp_path: Path,
+) -> None:
+    # docs/oss-fuzz.md: a project that leaks on the bundled seeds fails the
+    # build step, and the log it prints holds the finding.
+    with pytest.raises(AssertionError) as failed:
+        _bad_build_checks(tmp_path, "control-leaky")
+    assert "LeakError: leak in control-leaky" in str(failed.value)
+
+
 # --- -jobs and -fork: libFuzzer re-runs argv[0] -----------------------------------
 
 
