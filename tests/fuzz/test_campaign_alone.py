@@ -12,6 +12,7 @@ stored, and replays "still there".  Campaigns end after ``-runs=N``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -303,6 +304,12 @@ def test_growth_only_after_another_input_is_unconfirmed_not_stored_exit_0(
     assert list(Draft202012Validator(schema).iter_errors(last)) == []
     summary = (tmp_path / "summary.md").read_text()
     assert "not counted: leak" in summary
+    if importlib.util.find_spec("pygal") is not None:  # the HTML page: apart, not a finding
+        page = tmp_path / "page.html"
+        assert main(["report", str(out), "--html", str(page)]) == 0
+        html = page.read_text()
+        assert "Not counted (leak 1)" in html
+        assert "Findings (0)" in html
 
 
 def test_a_leak_an_input_makes_alone_is_stored_and_replays(
