@@ -53,6 +53,7 @@ figure svg{width:100%;height:auto;display:block}figcaption{font-weight:600}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{border:1px solid #ddd;padding:.3em .5em;text-align:left;vertical-align:top}
 td{overflow-wrap:anywhere}table.findings td:first-child{white-space:nowrap}
+table.findings td:nth-child(2){overflow-wrap:normal}
 table.findings td:nth-child(7),table.findings td:nth-child(8){min-width:16em}
 th{background:#f3f4f6}td.num{text-align:right;white-space:nowrap}
 td.num div{white-space:normal;text-align:left}
