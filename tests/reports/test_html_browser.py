@@ -99,8 +99,13 @@ def _open(page: Path, tmp: Path) -> Opened:
             )
         assert done.returncode == 0, done.stderr[-2000:]
         outputs.append(done)
+    # The page's own console only: Chromium's internal pages (source
+    # chrome://...) log too, e.g. "Slow network is detected" on a busy machine.
     console = [
-        line for done in outputs for line in done.stderr.splitlines() if ":CONSOLE" in line
+        line
+        for done in outputs
+        for line in done.stderr.splitlines()
+        if ":CONSOLE" in line and "source: chrome://" not in line
     ]
     return Opened(outputs[0].stdout, console, shot)
 
