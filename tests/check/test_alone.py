@@ -174,3 +174,23 @@ def test_a_fresh_worker_that_cannot_tell_leaves_the_finding_counted() -> None:
     leak = _finding(b"a")
     alone = Alone(lambda: _Broken({}))  # type: ignore[arg-type, return-value]
     assert alone.admit(Path("a"), leak) == [(Path("a"), leak)]
+
+
+def test_a_leak_one_check_of_the_fresh_worker_misses_is_still_confirmed() -> None:
+    # A block a run near another thread's noise: the fresh worker's first
+    # check nets nothing, its second finds it (check.alone.CHECKS).
+    from tlsleak.check.alone import CHECKS
+
+    leak = _finding(b"noisy")
+
+    class _Late(_Fresh):
+        checks = 0
+
+        def check(self, case: InitCase) -> Verdict:
+            _Late.checks += 1
+            return super().check(case) if _Late.checks > 1 else Verdict(case, Outcome.accepted())
+
+    alone = Alone(lambda: _Late({b"noisy": leak}))  # type: ignore[arg-type, return-value]
+    assert CHECKS > 1
+    assert alone.admit(Path("n"), leak) == [(Path("n"), leak)]
+    assert _Late.checks == 2
