@@ -38,7 +38,7 @@ __all__ = ["CHECKS", "TRIES", "Alone", "gives_alone"]
 TRIES: Final = 3
 
 #: Checks of one case in its fresh worker before it is said not to give it.
-CHECKS: Final = 3
+CHECKS: Final = 5
 
 Found = tuple[Path, Finding]
 
