@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -173,3 +174,38 @@ def brittle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     (tmp_path / "tlsleak_test_brittle.py").write_text(BRITTLE)
     monkeypatch.chdir(tmp_path)
     return "tlsleak_test_brittle:init"
+
+
+#: A user init path with state: a case named ``arm*`` arms it, and from then on
+#: every ``after*`` case loses a heap block (ctypes malloc), which an ``after``
+#: case run alone never does; ``always*`` loses one whatever ran before
+#: (tlsleak.check.alone).
+STATEFUL = """
+import ctypes
+
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = ctypes.c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+ARMED = []
+
+
+def init(case):
+    name = case.server_name
+    if name.startswith(b"arm"):
+        ARMED.append(True)
+    elif name.startswith(b"after") and ARMED:
+        _libc.malloc(4096)  # lost on every attempt, once another case armed it
+    elif name.startswith(b"always"):
+        _libc.malloc(4096)  # lost on every attempt, whatever ran before
+"""
+
+
+@pytest.fixture
+def stateful_init(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The :data:`STATEFUL` init path's spec, importable from ``tmp_path`` (the working dir)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the heap ledger's interposer is Linux-only")
+    (tmp_path / "stateful_init_xyz.py").write_text(STATEFUL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return "stateful_init_xyz:init"

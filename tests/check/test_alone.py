@@ -11,7 +11,6 @@ still counts, and releases the findings held for its signature.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -97,33 +96,9 @@ def test_allocation_failures_and_timeouts_pass_straight_through() -> None:
 
 # -- through the command line ----------------------------------------------------------
 
-STATEFUL = """
-import ctypes
-
-_libc = ctypes.CDLL(None)
-_libc.malloc.restype = ctypes.c_void_p
-_libc.malloc.argtypes = [ctypes.c_size_t]
-ARMED = []
-
-
-def init(case):
-    name = case.server_name
-    if name == b"arm":
-        ARMED.append(True)
-    elif name.startswith(b"after") and ARMED:
-        _libc.malloc(4096)  # lost on every attempt, once another case armed it
-    elif name == b"always":
-        _libc.malloc(4096)  # lost on every attempt, whatever ran before
-"""
-
-
 @pytest.fixture
-def stateful(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
-    """The stateful init path (importable from the working directory) and one case file each."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the heap ledger's interposer is Linux-only")
-    (tmp_path / "stateful_init_xyz.py").write_text(STATEFUL)
-    monkeypatch.chdir(tmp_path)
+def stateful(stateful_init: str, tmp_path: Path) -> dict[str, Path]:
+    """One case file each for the stateful init path (tests/conftest.py STATEFUL)."""
     files = {}
     for name in ("arm", "after", "always"):
         folder = tmp_path / name

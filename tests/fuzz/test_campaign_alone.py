@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -242,36 +241,11 @@ def test_unconfirmed_records_are_apart_and_never_gate() -> None:
 
 # -- campaigns on an init path with state -----------------------------------------------------
 
-STATEFUL = """
-import ctypes
-
-_libc = ctypes.CDLL(None)
-_libc.malloc.restype = ctypes.c_void_p
-_libc.malloc.argtypes = [ctypes.c_size_t]
-ARMED = []
-
-
-def init(case):
-    name = case.server_name
-    if name.startswith(b"arm"):
-        ARMED.append(True)
-    elif name.startswith(b"after") and ARMED:
-        _libc.malloc(4096)  # lost on every attempt, once another input armed it
-    elif name.startswith(b"always"):
-        _libc.malloc(4096)  # lost on every attempt, whatever ran before
-"""
-
-
 @pytest.fixture
-def stateful(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The stateful init path, importable by the workers and the checkers."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the heap ledger's interposer is Linux-only")
+def stateful(stateful_init: str) -> str:
+    """The stateful init path (tests/conftest.py STATEFUL), importable by workers and checkers."""
     pytest.importorskip("atheris")
-    (tmp_path / "stateful_fuzz_xyz.py").write_text(STATEFUL)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    return "stateful_fuzz_xyz:init"
+    return stateful_init
 
 
 def _fuzz(target: str, tmp_path: Path, seeds: tuple[bytes, ...]) -> tuple[int, Path]:
