@@ -86,22 +86,23 @@ def _assert_leaks(crash: Path) -> None:
 # --- the kit's fuzzer -------------------------------------------------------------
 
 
-def test_the_kit_fuzzer_crashes_on_the_planted_leak(tmp_path: Path) -> None:
-    script, _, corpus = _kit(tmp_path, "control-leaky")
+def _fuzz_the_kit(
+    tmp_path: Path, target: str
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    """``python3 <target's kit fuzzer> corpus -runs=1000 -artifact_prefix=artifacts/``.
+
+    Returns the process, the artifacts folder and the corpus.
+    """
+    script, _, corpus = _kit(tmp_path, target)
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    # python3 tlsleak_control_leaky_fuzzer.py corpus -runs=1000 -artifact_prefix=artifacts/
-    proc = _run(
-        [
-            sys.executable,
-            str(script),
-            str(corpus),
-            f"-runs={RUNS}",
-            f"-artifact_prefix={artifacts}/",
-        ],
-        tmp_path,
-        {"TLSLEAK_TARGET": "control-leaky"},
-    )
+    command = [sys.executable, str(script), str(corpus), f"-runs={RUNS}"]
+    proc = _run([*command, f"-artifact_prefix={artifacts}/"], tmp_path, {"TLSLEAK_TARGET": target})
+    return proc, artifacts, corpus
+
+
+def test_the_kit_fuzzer_crashes_on_the_planted_leak(tmp_path: Path) -> None:
+    proc, artifacts, _corpus = _fuzz_the_kit(tmp_path, "control-leaky")
     out = _output(proc)
     assert proc.returncode != 0, out
     assert "LeakError" in proc.stderr
@@ -112,20 +113,7 @@ def test_the_kit_fuzzer_crashes_on_the_planted_leak(tmp_path: Path) -> None:
 
 
 def test_the_kit_fuzzer_runs_clean_on_the_fixed_control(tmp_path: Path) -> None:
-    script, _, corpus = _kit(tmp_path, "control-fixed")
-    artifacts = tmp_path / "artifacts"
-    artifacts.mkdir()
-    proc = _run(
-        [
-            sys.executable,
-            str(script),
-            str(corpus),
-            f"-runs={RUNS}",
-            f"-artifact_prefix={artifacts}/",
-        ],
-        tmp_path,
-        {"TLSLEAK_TARGET": "control-fixed"},
-    )
+    proc, artifacts, corpus = _fuzz_the_kit(tmp_path, "control-fixed")
     out = _output(proc)
     assert proc.returncode == 0, out
     assert len(list(corpus.iterdir())) < RUNS // 2  # so most runs were mutations
