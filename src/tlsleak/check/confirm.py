@@ -161,18 +161,20 @@ class Tally:
         free blocks of their own now and then can net less than n over n
         runs; a few more runs tell it from noise.
         """
-        if self._first is None:
-            return False
-        held: dict[str, int] = {}
-        _add(held, self._first, self._last, self.slope)
+        held = self._held()
         return self.triggers({k: v for k, v in held.items() if 0 < v < self.replays})
+
+    def _held(self) -> dict[str, int]:
+        """Each slope counter's change over the window (none before a window)."""
+        held: dict[str, int] = {}
+        if self._first is not None:
+            _add(held, self._first, self._last, self.slope)
+        return held
 
     def delta(self) -> dict[str, int] | None:
         """Growth per attempt of every confirmed counter; None when nothing is confirmed."""
         n = self.replays
-        held: dict[str, int] = {}
-        if self._first is not None:
-            _add(held, self._first, self._last, self.slope)
+        held = self._held()
         sloped = {k: v // n for k, v in held.items() if v >= n}
         made = {k: v // n for k, v in self._made.items() if v >= n}
         if self._by_slope and self._first is not None:
